@@ -1,0 +1,394 @@
+"""CPU drivers: one layer, one direction, a whole sequence, compiled with ``@njit``.
+
+Each driver follows the same plan:
+
+* forward: one GEMM for the input projection of all time steps, then per step one
+  recurrent GEMM and one fused loop of the per-element cell math from
+  :mod:`numbarnn.kernels.cells`;
+* backward: a sweep backward through time from the saved activations (per step one fused
+  loop and one GEMM for the gradient w.r.t. the previous hidden state), then the input
+  gradient and the weight gradients as GEMMs over all time steps at once.
+
+They are plain ``@njit`` functions and can be called from Python or from a user's own
+``@njit`` code. Conventions shared by all drivers:
+
+* Shapes: ``T`` steps, ``B`` batch, ``I`` input features, ``H`` hidden units, ``G`` gates
+  (1 for the Elman RNN, 4 for LSTM, 3 for GRU).
+* Weights are in PyTorch's layout and gate order: ``w_ih`` is ``(G*H, I)``, ``w_hh`` is
+  ``(G*H, H)``, ``b_ih`` and ``b_hh`` are ``(G*H,)`` (pass zeros for a layer without bias),
+  so a layer's ``params`` (or a converted torch ``state_dict``) can be handed in directly.
+* ``x``, ``dy`` and every output array are C-contiguous and of one float dtype (float32 or
+  float64) shared by all arguments. ``h0``, ``c0``, ``dh_n`` and ``dc_n`` may have any layout.
+* Time index ``t`` of every saved array is the true time step: with ``reverse=True`` the
+  sequence is processed from ``t = T-1`` down to ``0``, as in the backward direction of a
+  bidirectional layer.
+* Output arrays are written, never read; gradient arrays of weights and biases
+  (``dw_ih, dw_hh, db_ih, db_hh``) are accumulated into (``+=``), as PyTorch does.
+"""
+
+import numpy as np
+from numba import njit
+
+from . import cells
+
+_jit = njit(cache=True, error_model="numpy")
+
+
+@_jit
+def _time_index(step, T, reverse):
+    """True time index of processing step ``step``."""
+    return T - 1 - step if reverse else step
+
+
+@_jit
+def _states_before(states, first, reverse, out):
+    """Fill ``out[t]`` with the state each time step started from.
+
+    ``states`` (T, B, H) holds the state produced at each time step and ``first`` (B, H)
+    the initial state; ``out`` (T, B, H) is written.
+    """
+    T = states.shape[0]
+    if reverse:
+        out[T - 1] = first
+        out[: T - 1] = states[1:]
+    else:
+        out[0] = first
+        out[1:] = states[: T - 1]
+
+
+@_jit
+def _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh):
+    """Gradients that are GEMMs over all time steps at once.
+
+    ``da_x`` and ``da_h`` (T, B, G*H) are the gradients w.r.t. the input and recurrent
+    projections (the same array except for GRU), ``h_before`` (T, B, H) the hidden state
+    each step started from. Writes ``dx`` (T, B, I); accumulates the weight and bias
+    gradients.
+    """
+    T, B, I = x.shape
+    GH = da_x.shape[2]
+    H = h_before.shape[2]
+    da_x2 = da_x.reshape((T * B, GH))
+    da_h2 = da_h.reshape((T * B, GH))
+    np.dot(da_x2, w_ih, dx.reshape((T * B, I)))
+    dw_ih += np.dot(da_x2.T, x.reshape((T * B, I)))
+    dw_hh += np.dot(da_h2.T, h_before.reshape((T * B, H)))
+    db_ih += da_x2.sum(axis=0)
+    db_hh += da_h2.sum(axis=0)
+
+
+# --------------------------------------------------------------------------- Elman RNN
+
+
+@_jit
+def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
+    """Elman RNN forward over a whole sequence.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+        Input sequence.
+    w_ih : (H, I) array
+    w_hh : (H, H) array
+    b_ih, b_hh : (H,) arrays
+    h0 : (B, H) array
+        Initial hidden state.
+    reverse : bool
+        Process the sequence from the last time step to the first.
+    relu : bool
+        Use ReLU instead of tanh as the nonlinearity.
+    y : (T, B, H) array, written
+        Hidden state of every time step (also what :func:`rnn_backward` needs).
+    h_n : (B, H) array, written
+        Final hidden state (``y`` at the last processed step).
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    a = np.empty((T, B, H), dtype=x.dtype)
+    np.dot(x.reshape((T * B, I)), w_ih.T, a.reshape((T * B, H)))
+    h = np.empty((B, H), dtype=x.dtype)
+    h[:] = h0
+    h_proj = np.empty((B, H), dtype=x.dtype)
+    for step in range(T):
+        t = _time_index(step, T, reverse)
+        np.dot(h, w_hh.T, h_proj)
+        for b in range(B):
+            for j in range(H):
+                pre = a[t, b, j] + b_ih[j] + h_proj[b, j] + b_hh[j]
+                if relu:
+                    h[b, j] = cells.rnn_relu_cell_forward(pre)
+                else:
+                    h[b, j] = cells.rnn_tanh_cell_forward(pre)
+        y[t] = h
+    h_n[:] = h
+
+
+@_jit
+def rnn_backward(
+    x, w_ih, w_hh, h0, reverse, relu, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+):
+    """Elman RNN backward through time.
+
+    Parameters
+    ----------
+    x, w_ih, w_hh, h0, reverse, relu
+        As given to :func:`rnn_forward`.
+    y : (T, B, H) array
+        Output of :func:`rnn_forward`.
+    dy : (T, B, H) array
+        Gradient w.r.t. ``y``.
+    dh_n : (B, H) array
+        Gradient w.r.t. the final hidden state.
+    dx : (T, B, I) array, written
+    dh0 : (B, H) array, written
+    dw_ih, dw_hh, db_ih, db_hh : arrays shaped like the weights, accumulated
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    da = np.empty((T, B, H), dtype=x.dtype)
+    dh = np.empty((B, H), dtype=x.dtype)
+    dh[:] = dh_n
+    for step in range(T - 1, -1, -1):
+        t = _time_index(step, T, reverse)
+        for b in range(B):
+            for j in range(H):
+                dh_total = dh[b, j] + dy[t, b, j]
+                if relu:
+                    da[t, b, j] = cells.rnn_relu_cell_backward(y[t, b, j], dh_total)
+                else:
+                    da[t, b, j] = cells.rnn_tanh_cell_backward(y[t, b, j], dh_total)
+        np.dot(da[t], w_hh, dh)
+    dh0[:] = dh
+    h_before = np.empty((T, B, H), dtype=x.dtype)
+    _states_before(y, h0, reverse, h_before)
+    _input_and_weight_grads(da, da, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+
+
+# --------------------------------------------------------------------------- LSTM
+
+
+@_jit
+def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c_n):
+    """LSTM forward over a whole sequence.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+        Input sequence.
+    w_ih : (4*H, I) array
+    w_hh : (4*H, H) array
+    b_ih, b_hh : (4*H,) arrays
+        Gate order i, f, g, o.
+    h0, c0 : (B, H) arrays
+        Initial hidden and cell states.
+    reverse : bool
+        Process the sequence from the last time step to the first.
+    y : (T, B, H) array, written
+        Hidden state of every time step.
+    c : (T, B, H) array, written
+        Cell state of every time step (saved for backward).
+    gates : (T, B, 4*H) array, written
+        Gate activations i, f, g, o of every time step (saved for backward).
+    h_n, c_n : (B, H) arrays, written
+        Final hidden and cell states.
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    np.dot(x.reshape((T * B, I)), w_ih.T, gates.reshape((T * B, 4 * H)))
+    h = np.empty((B, H), dtype=x.dtype)
+    h[:] = h0
+    cell = np.empty((B, H), dtype=x.dtype)
+    cell[:] = c0
+    h_proj = np.empty((B, 4 * H), dtype=x.dtype)
+    for step in range(T):
+        t = _time_index(step, T, reverse)
+        np.dot(h, w_hh.T, h_proj)
+        g_t = gates[t]
+        for b in range(B):
+            for j in range(H):
+                k_i, k_f, k_g, k_o = j, H + j, 2 * H + j, 3 * H + j
+                i, f, g, o, c_new, h_new = cells.lstm_cell_forward(
+                    g_t[b, k_i] + b_ih[k_i] + h_proj[b, k_i] + b_hh[k_i],
+                    g_t[b, k_f] + b_ih[k_f] + h_proj[b, k_f] + b_hh[k_f],
+                    g_t[b, k_g] + b_ih[k_g] + h_proj[b, k_g] + b_hh[k_g],
+                    g_t[b, k_o] + b_ih[k_o] + h_proj[b, k_o] + b_hh[k_o],
+                    cell[b, j],
+                )
+                g_t[b, k_i] = i
+                g_t[b, k_f] = f
+                g_t[b, k_g] = g
+                g_t[b, k_o] = o
+                cell[b, j] = c_new
+                h[b, j] = h_new
+        y[t] = h
+        c[t] = cell
+    h_n[:] = h
+    c_n[:] = cell
+
+
+@_jit
+def lstm_backward(
+    x, w_ih, w_hh, h0, c0, reverse, y, c, gates, dy, dh_n, dc_n,
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
+):
+    """LSTM backward through time.
+
+    Parameters
+    ----------
+    x, w_ih, w_hh, h0, c0, reverse
+        As given to :func:`lstm_forward`.
+    y, c, gates : arrays
+        Outputs of :func:`lstm_forward`.
+    dy : (T, B, H) array
+        Gradient w.r.t. ``y``.
+    dh_n, dc_n : (B, H) arrays
+        Gradients w.r.t. the final hidden and cell states.
+    dx : (T, B, I) array, written
+    dh0, dc0 : (B, H) arrays, written
+    dw_ih, dw_hh, db_ih, db_hh : arrays shaped like the weights, accumulated
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    c_before = np.empty((T, B, H), dtype=x.dtype)
+    _states_before(c, c0, reverse, c_before)
+    da = np.empty((T, B, 4 * H), dtype=x.dtype)
+    dh = np.empty((B, H), dtype=x.dtype)
+    dh[:] = dh_n
+    dcell = np.empty((B, H), dtype=x.dtype)
+    dcell[:] = dc_n
+    for step in range(T - 1, -1, -1):
+        t = _time_index(step, T, reverse)
+        g_t = gates[t]
+        da_t = da[t]
+        for b in range(B):
+            for j in range(H):
+                k_i, k_f, k_g, k_o = j, H + j, 2 * H + j, 3 * H + j
+                da_i, da_f, da_g, da_o, dc_prev = cells.lstm_cell_backward(
+                    g_t[b, k_i], g_t[b, k_f], g_t[b, k_g], g_t[b, k_o],
+                    c[t, b, j], c_before[t, b, j],
+                    dh[b, j] + dy[t, b, j], dcell[b, j],
+                )
+                da_t[b, k_i] = da_i
+                da_t[b, k_f] = da_f
+                da_t[b, k_g] = da_g
+                da_t[b, k_o] = da_o
+                dcell[b, j] = dc_prev
+        np.dot(da_t, w_hh, dh)
+    dh0[:] = dh
+    dc0[:] = dcell
+    h_before = c_before  # reuse the buffer: c_before is no longer needed
+    _states_before(y, h0, reverse, h_before)
+    _input_and_weight_grads(da, da, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+@_jit
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n):
+    """GRU forward over a whole sequence.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+        Input sequence.
+    w_ih : (3*H, I) array
+    w_hh : (3*H, H) array
+    b_ih, b_hh : (3*H,) arrays
+        Gate order r, z, n.
+    h0 : (B, H) array
+        Initial hidden state.
+    reverse : bool
+        Process the sequence from the last time step to the first.
+    y : (T, B, H) array, written
+        Hidden state of every time step.
+    gates : (T, B, 3*H) array, written
+        Gate activations r, z, n of every time step (saved for backward).
+    h_n_proj : (T, B, H) array, written
+        Recurrent projection of the new gate, ``W_hn h_prev + b_hn`` (saved for backward).
+    h_n : (B, H) array, written
+        Final hidden state.
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    np.dot(x.reshape((T * B, I)), w_ih.T, gates.reshape((T * B, 3 * H)))
+    h = np.empty((B, H), dtype=x.dtype)
+    h[:] = h0
+    h_proj = np.empty((B, 3 * H), dtype=x.dtype)
+    for step in range(T):
+        t = _time_index(step, T, reverse)
+        np.dot(h, w_hh.T, h_proj)
+        g_t = gates[t]
+        for b in range(B):
+            for j in range(H):
+                k_r, k_z, k_n = j, H + j, 2 * H + j
+                hn = h_proj[b, k_n] + b_hh[k_n]
+                r, z, n, h_new = cells.gru_cell_forward(
+                    g_t[b, k_r] + b_ih[k_r],
+                    g_t[b, k_z] + b_ih[k_z],
+                    g_t[b, k_n] + b_ih[k_n],
+                    h_proj[b, k_r] + b_hh[k_r],
+                    h_proj[b, k_z] + b_hh[k_z],
+                    hn,
+                    h[b, j],
+                )
+                g_t[b, k_r] = r
+                g_t[b, k_z] = z
+                g_t[b, k_n] = n
+                h_n_proj[t, b, j] = hn
+                h[b, j] = h_new
+        y[t] = h
+    h_n[:] = h
+
+
+@_jit
+def gru_backward(
+    x, w_ih, w_hh, h0, reverse, y, gates, h_n_proj, dy, dh_n,
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
+):
+    """GRU backward through time.
+
+    Parameters
+    ----------
+    x, w_ih, w_hh, h0, reverse
+        As given to :func:`gru_forward`.
+    y, gates, h_n_proj : arrays
+        Outputs of :func:`gru_forward`.
+    dy : (T, B, H) array
+        Gradient w.r.t. ``y``.
+    dh_n : (B, H) array
+        Gradient w.r.t. the final hidden state.
+    dx : (T, B, I) array, written
+    dh0 : (B, H) array, written
+    dw_ih, dw_hh, db_ih, db_hh : arrays shaped like the weights, accumulated
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    h_before = np.empty((T, B, H), dtype=x.dtype)
+    _states_before(y, h0, reverse, h_before)
+    da_x = np.empty((T, B, 3 * H), dtype=x.dtype)
+    da_h = np.empty((T, B, 3 * H), dtype=x.dtype)
+    dh = np.empty((B, H), dtype=x.dtype)
+    dh[:] = dh_n
+    dh_direct = np.empty((B, H), dtype=x.dtype)
+    for step in range(T - 1, -1, -1):
+        t = _time_index(step, T, reverse)
+        g_t = gates[t]
+        for b in range(B):
+            for j in range(H):
+                k_r, k_z, k_n = j, H + j, 2 * H + j
+                da_r, da_z, da_n, dhn, dh_prev = cells.gru_cell_backward(
+                    g_t[b, k_r], g_t[b, k_z], g_t[b, k_n], h_n_proj[t, b, j],
+                    h_before[t, b, j], dh[b, j] + dy[t, b, j],
+                )
+                da_x[t, b, k_r] = da_r
+                da_x[t, b, k_z] = da_z
+                da_x[t, b, k_n] = da_n
+                da_h[t, b, k_r] = da_r
+                da_h[t, b, k_z] = da_z
+                da_h[t, b, k_n] = dhn
+                dh_direct[b, j] = dh_prev
+        np.dot(da_h[t], w_hh, dh)
+        dh += dh_direct
+    dh0[:] = dh
+    _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
