@@ -17,8 +17,8 @@ They are plain ``@njit`` functions and can be called from Python or from a user'
 * Weights are in PyTorch's layout and gate order: ``w_ih`` is ``(G*H, I)``, ``w_hh`` is
   ``(G*H, H)``, ``b_ih`` and ``b_hh`` are ``(G*H,)`` (pass zeros for a layer without bias),
   so a layer's ``params`` (or a converted torch ``state_dict``) can be handed in directly.
-* ``x``, ``dy`` and every output array are C-contiguous and of one float dtype (float32 or
-  float64) shared by all arguments. ``h0``, ``c0``, ``dh_n`` and ``dc_n`` may have any layout.
+* ``x``, ``dy``, ``w_ih``, ``w_hh`` and every output array are C-contiguous and of one
+  float dtype (float32 or float64) shared by all arguments. ``h0``, ``c0``, ``dh_n`` and ``dc_n`` may have any layout.
 * Time index ``t`` of every saved array is the true time step: with ``reverse=True`` the
   sequence is processed from ``t = T-1`` down to ``0``, as in the backward direction of a
   bidirectional layer.
