@@ -68,3 +68,10 @@ def test_ptx(compiled, kernel, dtype):
     width = dtype[-2:]
     assert re.search(rf"ld\.global\.f{width}\b", ptx)
     assert re.search(rf"st\.global\.f{width}\b", ptx)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_float32_kernels_do_no_float64_math(compiled, kernel):
+    # A float64 literal in cells.py would promote float32 math to slow float64 on GPUs.
+    ptx = compiled["ptx"][f"{kernel}:float32"]
+    assert not re.search(r"\.f64\b", ptx), "float64 instructions in a float32 kernel"
