@@ -29,7 +29,7 @@ They are plain ``@njit`` functions and can be called from Python or from a user'
 import numpy as np
 from numba import njit
 
-from . import cells
+from . import _cache, cells
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -392,3 +392,10 @@ def gru_backward(
         dh += dh_direct
     dh0[:] = dh
     _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+
+
+_cache.flush_if_cells_changed(
+    __name__,
+    [_time_index, _states_before, _input_and_weight_grads,
+     rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
+)

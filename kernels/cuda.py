@@ -51,7 +51,7 @@ Conventions shared by all drivers (as in :mod:`numbarnn.kernels.cpu`):
 import numpy
 from numba import config, cuda, types
 
-from . import cells
+from . import _cache, cells
 
 #: Threads per block of every pointwise kernel; read at each launch.
 THREADS_PER_BLOCK = 256
@@ -231,6 +231,13 @@ def _gru_backward_step(gates, h_n_proj, h_before, dy, dh, dh_direct, t, da_x, da
         da_h[t, b, k_z] = da_z
         da_h[t, b, k_n] = dhn
         dh_direct[b, j] = dh_prev
+
+
+_cache.flush_if_cells_changed(
+    __name__,
+    [_rnn_forward_step, _rnn_backward_step, _lstm_forward_step, _lstm_backward_step,
+     _gru_forward_step, _gru_backward_step],
+)
 
 
 def kernel_signatures(dtype):

@@ -6,6 +6,8 @@ training mode, and accumulates parameter gradients into ``grads`` on :meth:`back
 """
 
 import math
+import numbers
+import warnings
 
 import numpy as np
 
@@ -40,6 +42,7 @@ class _RNNBase:
         num_layers=1,
         bias=True,
         batch_first=False,
+        dropout=0.0,
         bidirectional=False,
         *,
         dtype=np.float32,
@@ -52,6 +55,18 @@ class _RNNBase:
         self.num_layers = _check_positive_int(num_layers, "num_layers")
         self.bias = _check_bool(bias, "bias")
         self.batch_first = _check_bool(batch_first, "batch_first")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout: expected a number, got {type(dropout).__name__}")
+        if not 0 <= dropout <= 1:
+            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout}")
+        self.dropout = float(dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                "dropout: applies between stacked layers only, so it does nothing with "
+                f"num_layers=1 (got dropout={self.dropout})",
+                UserWarning,
+                stacklevel=3,
+            )
         self.bidirectional = _check_bool(bidirectional, "bidirectional")
         try:
             self.dtype = np.dtype(dtype)
@@ -72,6 +87,7 @@ class _RNNBase:
             values = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
             self.params[name] = self.backend.asarray(values)
         self.grads = {name: xp.zeros_like(p) for name, p in self.params.items()}
+        self.dropout_rng = rng  # draws the dropout masks, after the initialisation
         gate_units = _GATES[mode] * self.hidden_size
         # A layer without bias runs the same kernels with zero biases; their gradients are
         # accumulated into a scratch array that is never reported.
@@ -160,7 +176,7 @@ class _RNNBase:
     def __repr__(self):
         extra = "".join(
             f", {k}={getattr(self, k)}"
-            for k in ("num_layers", "bias", "batch_first", "bidirectional")
+            for k in ("num_layers", "bias", "batch_first", "dropout", "bidirectional")
             if getattr(self, k) != {"num_layers": 1, "bias": True}.get(k, False)
         )
         return (
@@ -202,13 +218,13 @@ class _RNNBase:
                 f"x: expected input_size {self.input_size} in the last dimension, "
                 f"got shape {tuple(x.shape)}"
             )
+        if 0 in x.shape[:-1]:
+            raise ValueError(f"x: expected a non-empty sequence and batch, got shape {tuple(x.shape)}")
         batched = x.ndim == 3
         if not batched:
             x = x[:, None, :]
         elif self.batch_first:
             x = x.transpose(1, 0, 2)
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(f"x: expected a non-empty sequence and batch, got (T, B) = {x.shape[:2]}")
         return x, batched
 
     def _check_states(self, states, names, batch, batched):
@@ -234,7 +250,10 @@ class _RNNBase:
         if hx is None:
             return (None, None)
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(f"{name}: expected a tuple (h, c) for LSTM, got {type(hx).__name__}")
+            got = type(hx).__name__
+            if isinstance(hx, (tuple, list)):
+                got += f" of length {len(hx)}"
+            raise TypeError(f"{name}: expected a tuple (h, c) for LSTM, got {got}")
         return tuple(hx)
 
     def _pack_state(self, states, batched):
@@ -282,6 +301,7 @@ class _RNNBase:
         layer_input = xp.array(x, dtype=self.dtype, order="C", copy=True)
         finals = [xp.empty((self.num_layers * D, B, H), dtype=self.dtype) for _ in initial]
         saved = []
+        masks = []  # masks[k] scales the output of layer k (training mode, dropout > 0)
         for layer in range(self.num_layers):
             layer_output = xp.empty((T, B, D * H), dtype=self.dtype)
             for direction in range(D):
@@ -294,11 +314,21 @@ class _RNNBase:
                 for dst, src in zip(finals, final):
                     dst[k] = src
                 saved.append((layer_input, y, cache, [s[k] for s in initial]))
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                mask = self._dropout_mask(layer_output.shape)
+                masks.append(mask)
+                layer_output = layer_output * mask
             layer_input = layer_output
-        self._saved = (saved, batched, B) if self.training else None
+        self._saved = (saved, masks, batched, B) if self.training else None
         return self._to_user_layout(layer_input, batched), self._pack_state(finals, batched)
 
     __call__ = forward
+
+    def _dropout_mask(self, shape):
+        """Inverted-dropout mask: 0 with probability ``dropout``, else 1 / (1 - dropout)."""
+        keep = self.dropout_rng.random(shape) >= self.dropout
+        scale = 0.0 if self.dropout == 1 else 1.0 / (1.0 - self.dropout)
+        return self.backend.asarray(keep * scale, dtype=self.dtype)
 
     def _run_forward(self, x, weights, initial, reverse):
         """One layer, one direction: returns y (T, B, H), final states, saved arrays."""
@@ -349,7 +379,7 @@ class _RNNBase:
                 "backward() needs a forward() in training mode first "
                 f"(training={self.training}; call train() and run forward again)"
             )
-        saved, batched, B = self._saved
+        saved, masks, batched, B = self._saved
         xp = self.backend.xp
         H, D = self.hidden_size, self.num_directions
         T = saved[0][0].shape[0]
@@ -382,7 +412,7 @@ class _RNNBase:
                 d_input = dx if d_input is None else d_input + dx
                 for dst, src in zip(dinitial, dstart):
                     dst[k] = src
-            d_output = d_input
+            d_output = d_input * masks[layer - 1] if masks and layer > 0 else d_input
         return self._to_user_layout(d_output, batched), self._pack_state(dinitial, batched)
 
     def _run_backward(self, x, weights, grads, initial, reverse, y, cache, dy, dfinal):
@@ -428,6 +458,10 @@ _COMMON_DOC = """
     batch_first : bool, default False
         Input and output are (B, T, F) instead of (T, B, F). States are always
         (num_layers * num_directions, B, H).
+    dropout : float, default 0.0
+        Probability of zeroing each element of the output of every layer except the last,
+        in training mode only; the kept elements are scaled by 1/(1 - dropout). Masks are
+        drawn from ``dropout_rng``.
     bidirectional : bool, default False
         Run a second direction over the reversed sequence; outputs are concatenated
         (forward first) to (T, B, 2 * H).
@@ -446,6 +480,8 @@ _COMMON_DOC = """
         suffix ``_reverse`` for the second direction. Update them in place.
     grads : dict of str -> array
         Gradients, same names and shapes, accumulated by :meth:`backward`.
+    dropout_rng : numpy.random.Generator
+        Source of the dropout masks, seeded by ``seed`` (continues after the initialisation).
     training : bool
         Whether ``forward`` keeps what ``backward`` needs.
 """
@@ -467,14 +503,15 @@ class RNN(_RNNBase):
 
     def __init__(
         self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-        batch_first=False, bidirectional=False, *, dtype=np.float32, backend="cpu", seed=None,
+        batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
+        backend="cpu", seed=None,
     ):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(
             "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
-            input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             dtype=dtype, backend=backend, seed=seed,
         )
 
@@ -495,10 +532,10 @@ class LSTM(_RNNBase):
 
     def __init__(
         self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-        bidirectional=False, *, dtype=np.float32, backend="cpu", seed=None,
+        dropout=0.0, bidirectional=False, *, dtype=np.float32, backend="cpu", seed=None,
     ):
         super().__init__(
-            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
+            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             dtype=dtype, backend=backend, seed=seed,
         )
 
@@ -519,9 +556,9 @@ class GRU(_RNNBase):
 
     def __init__(
         self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-        bidirectional=False, *, dtype=np.float32, backend="cpu", seed=None,
+        dropout=0.0, bidirectional=False, *, dtype=np.float32, backend="cpu", seed=None,
     ):
         super().__init__(
-            "GRU", input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
+            "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             dtype=dtype, backend=backend, seed=seed,
         )
