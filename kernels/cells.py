@@ -30,6 +30,7 @@ import math
 
 import numpy as np
 from numba import njit, types
+from numba.core import targetconfig
 from numba.extending import intrinsic
 
 # --------------------------------------------------------------------------- primitives
@@ -82,7 +83,12 @@ def _float_intrinsic(float32_impl, float64_impl):
         impl = float32_impl if a.bitwidth == 32 else float64_impl
 
         def codegen(context, builder, signature, args):
-            return context.compile_internal(builder, impl, signature, args)
+            # Compile with the caller's flags: the default ones would bring Python's
+            # error model, whose division-by-zero check stops vectorisation.
+            config_stack = targetconfig.ConfigStack()
+            flags = config_stack.top().copy() if config_stack else None
+            cres = context.compile_subroutine(builder, impl, signature, flags=flags)
+            return context.call_internal(builder, cres.fndesc, signature, args)
 
         return a(a), codegen
 

@@ -57,6 +57,17 @@ def _states_before(states, first, reverse, out):
 
 
 @_jit
+def _add_biases(pre, h_proj, b_ih, b_hh):
+    """``pre += b_ih + h_proj + b_hh`` for one row, in PyTorch's order of summation.
+
+    ``pre`` holds ``x_t W_ih^T`` (G*H,), ``h_proj`` ``h_prev W_hh^T`` (G*H,). A loop of its
+    own: few arrays, so LLVM vectorises it.
+    """
+    for k in range(pre.shape[0]):
+        pre[k] = (pre[k] + b_ih[k]) + (h_proj[k] + b_hh[k])
+
+
+@_jit
 def _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh):
     """Gradients that are GEMMs over all time steps at once.
 
@@ -113,12 +124,14 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
         t = _time_index(step, T, reverse)
         np.dot(h, w_hh.T, h_proj)
         for b in range(B):
-            for j in range(H):
-                pre = a[t, b, j] + b_ih[j] + h_proj[b, j] + b_hh[j]
-                if relu:
-                    h[b, j] = cells.rnn_relu_cell_forward(pre)
-                else:
-                    h[b, j] = cells.rnn_tanh_cell_forward(pre)
+            pre, h_row = a[t, b], h[b]
+            _add_biases(pre, h_proj[b], b_ih, b_hh)
+            if relu:
+                for j in range(H):
+                    h_row[j] = cells.rnn_relu_cell_forward(pre[j])
+            else:
+                for j in range(H):
+                    h_row[j] = cells.rnn_tanh_cell_forward(pre[j])
         y[t] = h
     h_n[:] = h
 
@@ -151,12 +164,13 @@ def rnn_backward(
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
         for b in range(B):
-            for j in range(H):
-                dh_total = dh[b, j] + dy[t, b, j]
-                if relu:
-                    da[t, b, j] = cells.rnn_relu_cell_backward(y[t, b, j], dh_total)
-                else:
-                    da[t, b, j] = cells.rnn_tanh_cell_backward(y[t, b, j], dh_total)
+            da_row, y_row, dy_row, dh_row = da[t, b], y[t, b], dy[t, b], dh[b]
+            if relu:
+                for j in range(H):
+                    da_row[j] = cells.rnn_relu_cell_backward(y_row[j], dh_row[j] + dy_row[j])
+            else:
+                for j in range(H):
+                    da_row[j] = cells.rnn_tanh_cell_backward(y_row[j], dh_row[j] + dy_row[j])
         np.dot(da[t], w_hh, dh)
     dh0[:] = dh
     h_before = np.empty((T, B, H), dtype=x.dtype)
@@ -203,23 +217,19 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c
     for step in range(T):
         t = _time_index(step, T, reverse)
         np.dot(h, w_hh.T, h_proj)
-        g_t = gates[t]
         for b in range(B):
+            g_row, c_row, h_row = gates[t, b], cell[b], h[b]
+            _add_biases(g_row, h_proj[b], b_ih, b_hh)
             for j in range(H):
-                k_i, k_f, k_g, k_o = j, H + j, 2 * H + j, 3 * H + j
                 i, f, g, o, c_new, h_new = cells.lstm_cell_forward(
-                    g_t[b, k_i] + b_ih[k_i] + h_proj[b, k_i] + b_hh[k_i],
-                    g_t[b, k_f] + b_ih[k_f] + h_proj[b, k_f] + b_hh[k_f],
-                    g_t[b, k_g] + b_ih[k_g] + h_proj[b, k_g] + b_hh[k_g],
-                    g_t[b, k_o] + b_ih[k_o] + h_proj[b, k_o] + b_hh[k_o],
-                    cell[b, j],
+                    g_row[j], g_row[H + j], g_row[2 * H + j], g_row[3 * H + j], c_row[j]
                 )
-                g_t[b, k_i] = i
-                g_t[b, k_f] = f
-                g_t[b, k_g] = g
-                g_t[b, k_o] = o
-                cell[b, j] = c_new
-                h[b, j] = h_new
+                g_row[j] = i
+                g_row[H + j] = f
+                g_row[2 * H + j] = g
+                g_row[3 * H + j] = o
+                c_row[j] = c_new
+                h_row[j] = h_new
         y[t] = h
         c[t] = cell
     h_n[:] = h
@@ -258,22 +268,20 @@ def lstm_backward(
     dcell[:] = dc_n
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
-        g_t = gates[t]
-        da_t = da[t]
         for b in range(B):
+            g_row, da_row, dc_row, dh_row = gates[t, b], da[t, b], dcell[b], dh[b]
+            c_row, c_prev_row, dy_row = c[t, b], c_before[t, b], dy[t, b]
             for j in range(H):
-                k_i, k_f, k_g, k_o = j, H + j, 2 * H + j, 3 * H + j
                 da_i, da_f, da_g, da_o, dc_prev = cells.lstm_cell_backward(
-                    g_t[b, k_i], g_t[b, k_f], g_t[b, k_g], g_t[b, k_o],
-                    c[t, b, j], c_before[t, b, j],
-                    dh[b, j] + dy[t, b, j], dcell[b, j],
+                    g_row[j], g_row[H + j], g_row[2 * H + j], g_row[3 * H + j],
+                    c_row[j], c_prev_row[j], dh_row[j] + dy_row[j], dc_row[j],
                 )
-                da_t[b, k_i] = da_i
-                da_t[b, k_f] = da_f
-                da_t[b, k_g] = da_g
-                da_t[b, k_o] = da_o
-                dcell[b, j] = dc_prev
-        np.dot(da_t, w_hh, dh)
+                da_row[j] = da_i
+                da_row[H + j] = da_f
+                da_row[2 * H + j] = da_g
+                da_row[3 * H + j] = da_o
+                dc_row[j] = dc_prev
+        np.dot(da[t], w_hh, dh)
     dh0[:] = dh
     dc0[:] = dcell
     h_before = c_before  # reuse the buffer: c_before is no longer needed
@@ -318,25 +326,21 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n)
     for step in range(T):
         t = _time_index(step, T, reverse)
         np.dot(h, w_hh.T, h_proj)
-        g_t = gates[t]
         for b in range(B):
+            g_row, hp_row, h_row, hn_row = gates[t, b], h_proj[b], h[b], h_n_proj[t, b]
+            for k in range(3 * H):  # the biases, in a loop of its own that vectorises
+                g_row[k] += b_ih[k]
+                hp_row[k] += b_hh[k]
             for j in range(H):
-                k_r, k_z, k_n = j, H + j, 2 * H + j
-                hn = h_proj[b, k_n] + b_hh[k_n]
                 r, z, n, h_new = cells.gru_cell_forward(
-                    g_t[b, k_r] + b_ih[k_r],
-                    g_t[b, k_z] + b_ih[k_z],
-                    g_t[b, k_n] + b_ih[k_n],
-                    h_proj[b, k_r] + b_hh[k_r],
-                    h_proj[b, k_z] + b_hh[k_z],
-                    hn,
-                    h[b, j],
+                    g_row[j], g_row[H + j], g_row[2 * H + j],
+                    hp_row[j], hp_row[H + j], hp_row[2 * H + j], h_row[j],
                 )
-                g_t[b, k_r] = r
-                g_t[b, k_z] = z
-                g_t[b, k_n] = n
-                h_n_proj[t, b, j] = hn
-                h[b, j] = h_new
+                g_row[j] = r
+                g_row[H + j] = z
+                g_row[2 * H + j] = n
+                hn_row[j] = hp_row[2 * H + j]
+                h_row[j] = h_new
         y[t] = h
     h_n[:] = h
 
@@ -373,21 +377,22 @@ def gru_backward(
     dh_direct = np.empty((B, H), dtype=x.dtype)
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
-        g_t = gates[t]
         for b in range(B):
+            g_row, hn_row, hb_row = gates[t, b], h_n_proj[t, b], h_before[t, b]
+            dh_row, dy_row, dd_row = dh[b], dy[t, b], dh_direct[b]
+            dax_row, dah_row = da_x[t, b], da_h[t, b]
             for j in range(H):
-                k_r, k_z, k_n = j, H + j, 2 * H + j
                 da_r, da_z, da_n, dhn, dh_prev = cells.gru_cell_backward(
-                    g_t[b, k_r], g_t[b, k_z], g_t[b, k_n], h_n_proj[t, b, j],
-                    h_before[t, b, j], dh[b, j] + dy[t, b, j],
+                    g_row[j], g_row[H + j], g_row[2 * H + j], hn_row[j], hb_row[j],
+                    dh_row[j] + dy_row[j],
                 )
-                da_x[t, b, k_r] = da_r
-                da_x[t, b, k_z] = da_z
-                da_x[t, b, k_n] = da_n
-                da_h[t, b, k_r] = da_r
-                da_h[t, b, k_z] = da_z
-                da_h[t, b, k_n] = dhn
-                dh_direct[b, j] = dh_prev
+                dax_row[j] = da_r
+                dax_row[H + j] = da_z
+                dax_row[2 * H + j] = da_n
+                dah_row[j] = da_r
+                dah_row[H + j] = da_z
+                dah_row[2 * H + j] = dhn
+                dd_row[j] = dh_prev
         np.dot(da_h[t], w_hh, dh)
         dh += dh_direct
     dh0[:] = dh
@@ -397,5 +402,5 @@ def gru_backward(
 _cache.flush_if_cells_changed(
     __name__,
     [_time_index, _states_before, _input_and_weight_grads,
-     rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
+     _add_biases, rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )
