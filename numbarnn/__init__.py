@@ -9,9 +9,20 @@ be called from your own ``@njit`` code.
 >>> y, (h_n, c_n) = m(np.zeros((10, 4, 8), np.float32))
 """
 
+from . import losses, optim
 from .backend import Backend, cuda_status, get_backend
+from .io import load, load_checkpoint, save
 from .layers import GRU, LSTM, RNN
+from .losses import cross_entropy, mse_loss
+from .modules import LastStep, Linear, Sequential, from_config, get_config
+from .optim import SGD, Adam, AdamW, CosineAnnealingLR, RMSprop, StepLR, clip_grad_norm
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "Backend", "get_backend", "cuda_status", "__version__"]
+__all__ = [
+    "RNN", "LSTM", "GRU", "Linear", "LastStep", "Sequential",
+    "mse_loss", "cross_entropy",
+    "SGD", "Adam", "AdamW", "RMSprop", "clip_grad_norm", "StepLR", "CosineAnnealingLR",
+    "save", "load", "load_checkpoint", "get_config", "from_config",
+    "Backend", "get_backend", "cuda_status", "losses", "optim", "__version__",
+]
