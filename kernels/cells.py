@@ -160,6 +160,22 @@ def rnn_relu_cell_backward(h, dh):
 
 
 @njit(inline="always")
+def lstm_gate_activation(a, gate):
+    """Activation of LSTM gate number ``gate`` (0 i, 1 f, 2 g, 3 o) at pre-activation ``a``.
+
+    The cell gate g uses tanh, the others sigmoid.
+    """
+    return tanh(a) if gate == 2 else sigmoid(a)
+
+
+@njit(inline="always")
+def lstm_state_update(i, f, g, o, c_prev):
+    """New cell and hidden state ``(c, h)`` from the gate activations and ``c_prev``."""
+    c = f * c_prev + i * g
+    return c, o * tanh(c)
+
+
+@njit(inline="always")
 def lstm_cell_forward(a_i, a_f, a_g, a_o, c_prev):
     """One LSTM element.
 
@@ -175,12 +191,11 @@ def lstm_cell_forward(a_i, a_f, a_g, a_o, c_prev):
     i, f, g, o, c, h : float
         Gate activations, new cell state and new hidden state.
     """
-    i = sigmoid(a_i)
-    f = sigmoid(a_f)
-    g = tanh(a_g)
-    o = sigmoid(a_o)
-    c = f * c_prev + i * g
-    h = o * tanh(c)
+    i = lstm_gate_activation(a_i, 0)
+    f = lstm_gate_activation(a_f, 1)
+    g = lstm_gate_activation(a_g, 2)
+    o = lstm_gate_activation(a_o, 3)
+    c, h = lstm_state_update(i, f, g, o, c_prev)
     return i, f, g, o, c, h
 
 
@@ -218,6 +233,19 @@ def lstm_cell_backward(i, f, g, o, c, c_prev, dh, dc):
 
 
 @njit(inline="always")
+def gru_gate(x_a, h_a):
+    """Reset or update gate activation from its input and recurrent projections."""
+    return sigmoid(x_a + h_a)
+
+
+@njit(inline="always")
+def gru_state_update(x_n, h_n, r, z, h_prev):
+    """New gate ``n`` and hidden state ``h`` from the projections of n and the gates r, z."""
+    n = tanh(x_n + r * h_n)
+    return n, (typed(z, 1.0) - z) * n + z * h_prev
+
+
+@njit(inline="always")
 def gru_cell_forward(x_r, x_z, x_n, h_r, h_z, h_n, h_prev):
     """One GRU element.
 
@@ -235,10 +263,9 @@ def gru_cell_forward(x_r, x_z, x_n, h_r, h_z, h_n, h_prev):
     r, z, n, h : float
         Gate activations and the new hidden state.
     """
-    r = sigmoid(x_r + h_r)
-    z = sigmoid(x_z + h_z)
-    n = tanh(x_n + r * h_n)
-    h = (typed(z, 1.0) - z) * n + z * h_prev
+    r = gru_gate(x_r, h_r)
+    z = gru_gate(x_z, h_z)
+    n, h = gru_state_update(x_n, h_n, r, z, h_prev)
     return r, z, n, h
 
 

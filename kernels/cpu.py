@@ -57,14 +57,14 @@ def _states_before(states, first, reverse, out):
 
 
 @_jit
-def _add_biases(pre, h_proj, b_ih, b_hh):
-    """``pre += b_ih + h_proj + b_hh`` for one row, in PyTorch's order of summation.
+def _add_biases(x_proj, h_proj, b_ih, b_hh):
+    """``h_proj = (x_proj + b_ih) + (h_proj + b_hh)`` for one row (PyTorch's summation order).
 
-    ``pre`` holds ``x_t W_ih^T`` (G*H,), ``h_proj`` ``h_prev W_hh^T`` (G*H,). A loop of its
-    own: few arrays, so LLVM vectorises it.
+    ``x_proj`` holds ``x_t W_ih^T`` (G*H,) and ``h_proj`` ``h_prev W_hh^T`` (G*H,), which is
+    overwritten with the summed pre-activations.
     """
-    for k in range(pre.shape[0]):
-        pre[k] = (pre[k] + b_ih[k]) + (h_proj[k] + b_hh[k])
+    for k in range(h_proj.shape[0]):
+        h_proj[k] = (x_proj[k] + b_ih[k]) + (h_proj[k] + b_hh[k])
 
 
 @_jit
@@ -124,8 +124,8 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
         t = _time_index(step, T, reverse)
         np.dot(h, w_hh.T, h_proj)
         for b in range(B):
-            pre, h_row = a[t, b], h[b]
-            _add_biases(pre, h_proj[b], b_ih, b_hh)
+            pre, h_row = h_proj[b], h[b]
+            _add_biases(a[t, b], pre, b_ih, b_hh)
             if relu:
                 for j in range(H):
                     h_row[j] = cells.rnn_relu_cell_forward(pre[j])
@@ -217,19 +217,18 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c
     for step in range(T):
         t = _time_index(step, T, reverse)
         np.dot(h, w_hh.T, h_proj)
+        # Three simple loops per row rather than one call of cells.lstm_cell_forward:
+        # with few arrays each, LLVM vectorises them (5x faster, measured).
         for b in range(B):
-            g_row, c_row, h_row = gates[t, b], cell[b], h[b]
-            _add_biases(g_row, h_proj[b], b_ih, b_hh)
+            pre, g_row, c_row, h_row = h_proj[b], gates[t, b], cell[b], h[b]
+            _add_biases(g_row, pre, b_ih, b_hh)
+            for gate in range(4):
+                for k in range(gate * H, (gate + 1) * H):
+                    g_row[k] = cells.lstm_gate_activation(pre[k], gate)
             for j in range(H):
-                i, f, g, o, c_new, h_new = cells.lstm_cell_forward(
+                c_row[j], h_row[j] = cells.lstm_state_update(
                     g_row[j], g_row[H + j], g_row[2 * H + j], g_row[3 * H + j], c_row[j]
                 )
-                g_row[j] = i
-                g_row[H + j] = f
-                g_row[2 * H + j] = g
-                g_row[3 * H + j] = o
-                c_row[j] = c_new
-                h_row[j] = h_new
         y[t] = h
         c[t] = cell
     h_n[:] = h
@@ -328,19 +327,16 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n)
         np.dot(h, w_hh.T, h_proj)
         for b in range(B):
             g_row, hp_row, h_row, hn_row = gates[t, b], h_proj[b], h[b], h_n_proj[t, b]
-            for k in range(3 * H):  # the biases, in a loop of its own that vectorises
-                g_row[k] += b_ih[k]
-                hp_row[k] += b_hh[k]
+            # Simple loops rather than one call of cells.gru_cell_forward: LLVM
+            # vectorises loops over few arrays.
+            for k in range(2 * H):
+                g_row[k] = cells.gru_gate(g_row[k] + b_ih[k], hp_row[k] + b_hh[k])
             for j in range(H):
-                r, z, n, h_new = cells.gru_cell_forward(
-                    g_row[j], g_row[H + j], g_row[2 * H + j],
-                    hp_row[j], hp_row[H + j], hp_row[2 * H + j], h_row[j],
+                hn_row[j] = hp_row[2 * H + j] + b_hh[2 * H + j]
+            for j in range(H):
+                g_row[2 * H + j], h_row[j] = cells.gru_state_update(
+                    g_row[2 * H + j] + b_ih[2 * H + j], hn_row[j], g_row[j], g_row[H + j], h_row[j]
                 )
-                g_row[j] = r
-                g_row[H + j] = z
-                g_row[2 * H + j] = n
-                hn_row[j] = hp_row[2 * H + j]
-                h_row[j] = h_new
         y[t] = h
     h_n[:] = h
 
