@@ -6,6 +6,14 @@ gradcheck
     Run a stacked bidirectional LSTM (or another cell) forward and backward and check every
     gradient against central differences in float64; then time a float32 forward and
     backward at a realistic size.
+bench
+    Time numbarnn against PyTorch (CPU; CUDA/cuDNN when a GPU is usable), interleaved in one
+    process; print a table with GFLOP/s, the fraction of the measured GEMM rate and ratios;
+    write JSON (``--json``) and a plot (``--plot``). See :mod:`numbarnn.bench`.
+demo
+    Train an LSTM forecaster on the yearly sunspot numbers shipped with numbarnn (or a CSV
+    of your own) and compare its held-out error with the naive last-value forecast. See
+    :mod:`numbarnn.demo`.
 """
 
 import argparse
@@ -55,6 +63,27 @@ def _gradcheck(args):
     return 0 if ok else 1
 
 
+def _bench(args):
+    from . import bench
+
+    try:
+        return bench.run_command(args)
+    except ValueError as exc:
+        args.parser.error(str(exc))
+
+
+def _demo(args):
+    from . import demo
+
+    try:
+        return demo.run_command(args)
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    except FloatingPointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m numbarnn", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,8 +94,28 @@ def main(argv=None):
     check.add_argument(
         "--timing-size", type=int, nargs=4, default=(100, 32, 64, 128), metavar=("T", "B", "I", "H")
     )
+    check.set_defaults(func=_gradcheck)
+
+    from . import bench  # light: imports torch, numba, CuPy only when it runs
+
+    bench_parser = commands.add_parser(
+        "bench", help="time numbarnn against PyTorch (CPU, and CUDA when usable)",
+        description=bench.__doc__.split("\n")[0],
+    )
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=_bench, parser=bench_parser)
+
+    from . import demo  # light: numpy only at import
+
+    demo_parser = commands.add_parser(
+        "demo", help="train an LSTM forecaster on the sunspot numbers, against a naive baseline",
+        description=demo.__doc__.split("\n")[0],
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(func=_demo, parser=demo_parser)
+
     args = parser.parse_args(argv)
-    return _gradcheck(args)
+    return args.func(args)
 
 
 if __name__ == "__main__":
