@@ -22,6 +22,13 @@ They are plain ``@njit`` functions and can be called from Python or from a user'
 * Time index ``t`` of every saved array is the true time step: with ``reverse=True`` the
   sequence is processed from ``t = T-1`` down to ``0``, as in the backward direction of a
   bidirectional layer.
+* Variable lengths: ``lengths`` (B,) int64 holds each sequence's length (pass
+  ``np.full(B, T)`` for a full batch); sequence ``b`` is active at time ``t`` when
+  ``t < lengths[b]``. At inactive steps the state carries over unchanged and ``y`` (and
+  ``c``) hold that carried state, so ``h_n`` is the state at each sequence's true end and
+  the reverse direction starts at its true end; gate arrays hold zeros there. Callers that
+  show ``y`` as output zero it past each end. Backward ignores ``dy`` at inactive steps
+  and passes the state gradients through them.
 * Output arrays are written, never read; gradient arrays of weights and biases
   (``dw_ih, dw_hh, db_ih, db_hh``) are accumulated into (``+=``), as PyTorch does.
 """
@@ -54,6 +61,38 @@ def _states_before(states, first, reverse, out):
     else:
         out[0] = first
         out[1:] = states[: T - 1]
+
+
+@_jit
+def _has_padding(t, lengths):
+    """Whether any sequence has ended before time ``t``."""
+    for b in range(lengths.shape[0]):
+        if t >= lengths[b]:
+            return True
+    return False
+
+
+@_jit
+def _restore_padded_rows(dh, saved, t, lengths):
+    """Rows of sequences inactive at time ``t`` get their gradient back from ``saved``."""
+    for b in range(dh.shape[0]):
+        if t >= lengths[b]:
+            dh[b] = saved[b]
+
+
+@_jit
+def _backprop_state(da_t, w_hh, dh, dh_saved, t, lengths):
+    """``dh = da_t @ w_hh``: the gradient w.r.t. the state step ``t`` started from.
+
+    Sequences already ended at ``t`` keep their ``dh`` (the step did not touch them);
+    ``dh_saved`` (B, H) is scratch.
+    """
+    padded = _has_padding(t, lengths)
+    if padded:
+        dh_saved[:] = dh
+    np.dot(da_t, w_hh, dh)
+    if padded:
+        _restore_padded_rows(dh, dh_saved, t, lengths)
 
 
 @_jit
@@ -92,7 +131,7 @@ def _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_
 
 
 @_jit
-def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
+def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     """Elman RNN forward over a whole sequence.
 
     Parameters
@@ -106,6 +145,8 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
         Initial hidden state.
     reverse : bool
         Process the sequence from the last time step to the first.
+    lengths : (B,) int64 array
+        Length of each sequence (see the module notes on variable lengths).
     relu : bool
         Use ReLU instead of tanh as the nonlinearity.
     y : (T, B, H) array, written
@@ -124,6 +165,8 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
         t = _time_index(step, T, reverse)
         np.dot(h, w_hh.T, h_proj)
         for b in range(B):
+            if t >= lengths[b]:
+                continue  # past this sequence's end: its state carries over
             pre, h_row = h_proj[b], h[b]
             _add_biases(a[t, b], pre, b_ih, b_hh)
             if relu:
@@ -138,13 +181,13 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
 
 @_jit
 def rnn_backward(
-    x, w_ih, w_hh, h0, reverse, relu, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+    x, w_ih, w_hh, h0, reverse, lengths, relu, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 ):
     """Elman RNN backward through time.
 
     Parameters
     ----------
-    x, w_ih, w_hh, h0, reverse, relu
+    x, w_ih, w_hh, h0, reverse, lengths, relu
         As given to :func:`rnn_forward`.
     y : (T, B, H) array
         Output of :func:`rnn_forward`.
@@ -161,17 +204,21 @@ def rnn_backward(
     da = np.empty((T, B, H), dtype=x.dtype)
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
+    dh_saved = np.empty((B, H), dtype=x.dtype)
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
         for b in range(B):
             da_row, y_row, dy_row, dh_row = da[t, b], y[t, b], dy[t, b], dh[b]
+            if t >= lengths[b]:
+                da_row[:] = 0
+                continue
             if relu:
                 for j in range(H):
                     da_row[j] = cells.rnn_relu_cell_backward(y_row[j], dh_row[j] + dy_row[j])
             else:
                 for j in range(H):
                     da_row[j] = cells.rnn_tanh_cell_backward(y_row[j], dh_row[j] + dy_row[j])
-        np.dot(da[t], w_hh, dh)
+        _backprop_state(da[t], w_hh, dh, dh_saved, t, lengths)
     dh0[:] = dh
     h_before = np.empty((T, B, H), dtype=x.dtype)
     _states_before(y, h0, reverse, h_before)
@@ -182,7 +229,7 @@ def rnn_backward(
 
 
 @_jit
-def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c_n):
+def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gates, h_n, c_n):
     """LSTM forward over a whole sequence.
 
     Parameters
@@ -197,6 +244,8 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c
         Initial hidden and cell states.
     reverse : bool
         Process the sequence from the last time step to the first.
+    lengths : (B,) int64 array
+        Length of each sequence (see the module notes on variable lengths).
     y : (T, B, H) array, written
         Hidden state of every time step.
     c : (T, B, H) array, written
@@ -221,6 +270,9 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c
         # with few arrays each, LLVM vectorises them (5x faster, measured).
         for b in range(B):
             pre, g_row, c_row, h_row = h_proj[b], gates[t, b], cell[b], h[b]
+            if t >= lengths[b]:
+                g_row[:] = 0  # past this sequence's end: its state carries over
+                continue
             _add_biases(g_row, pre, b_ih, b_hh)
             for gate in range(4):
                 for k in range(gate * H, (gate + 1) * H):
@@ -237,14 +289,14 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c
 
 @_jit
 def lstm_backward(
-    x, w_ih, w_hh, h0, c0, reverse, y, c, gates, dy, dh_n, dc_n,
+    x, w_ih, w_hh, h0, c0, reverse, lengths, y, c, gates, dy, dh_n, dc_n,
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
 ):
     """LSTM backward through time.
 
     Parameters
     ----------
-    x, w_ih, w_hh, h0, c0, reverse
+    x, w_ih, w_hh, h0, c0, reverse, lengths
         As given to :func:`lstm_forward`.
     y, c, gates : arrays
         Outputs of :func:`lstm_forward`.
@@ -265,11 +317,15 @@ def lstm_backward(
     dh[:] = dh_n
     dcell = np.empty((B, H), dtype=x.dtype)
     dcell[:] = dc_n
+    dh_saved = np.empty((B, H), dtype=x.dtype)
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
         for b in range(B):
             g_row, da_row, dc_row, dh_row = gates[t, b], da[t, b], dcell[b], dh[b]
             c_row, c_prev_row, dy_row = c[t, b], c_before[t, b], dy[t, b]
+            if t >= lengths[b]:
+                da_row[:] = 0
+                continue
             for j in range(H):
                 da_i, da_f, da_g, da_o, dc_prev = cells.lstm_cell_backward(
                     g_row[j], g_row[H + j], g_row[2 * H + j], g_row[3 * H + j],
@@ -280,7 +336,7 @@ def lstm_backward(
                 da_row[2 * H + j] = da_g
                 da_row[3 * H + j] = da_o
                 dc_row[j] = dc_prev
-        np.dot(da[t], w_hh, dh)
+        _backprop_state(da[t], w_hh, dh, dh_saved, t, lengths)
     dh0[:] = dh
     dc0[:] = dcell
     h_before = c_before  # reuse the buffer: c_before is no longer needed
@@ -292,7 +348,7 @@ def lstm_backward(
 
 
 @_jit
-def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n):
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_proj, h_n):
     """GRU forward over a whole sequence.
 
     Parameters
@@ -307,6 +363,8 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n)
         Initial hidden state.
     reverse : bool
         Process the sequence from the last time step to the first.
+    lengths : (B,) int64 array
+        Length of each sequence (see the module notes on variable lengths).
     y : (T, B, H) array, written
         Hidden state of every time step.
     gates : (T, B, 3*H) array, written
@@ -327,6 +385,10 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n)
         np.dot(h, w_hh.T, h_proj)
         for b in range(B):
             g_row, hp_row, h_row, hn_row = gates[t, b], h_proj[b], h[b], h_n_proj[t, b]
+            if t >= lengths[b]:
+                g_row[:] = 0  # past this sequence's end: its state carries over
+                hn_row[:] = 0
+                continue
             # Simple loops rather than one call of cells.gru_cell_forward: LLVM
             # vectorises loops over few arrays.
             for k in range(2 * H):
@@ -343,14 +405,14 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n)
 
 @_jit
 def gru_backward(
-    x, w_ih, w_hh, h0, reverse, y, gates, h_n_proj, dy, dh_n,
+    x, w_ih, w_hh, h0, reverse, lengths, y, gates, h_n_proj, dy, dh_n,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
 ):
     """GRU backward through time.
 
     Parameters
     ----------
-    x, w_ih, w_hh, h0, reverse
+    x, w_ih, w_hh, h0, reverse, lengths
         As given to :func:`gru_forward`.
     y, gates, h_n_proj : arrays
         Outputs of :func:`gru_forward`.
@@ -377,6 +439,11 @@ def gru_backward(
             g_row, hn_row, hb_row = gates[t, b], h_n_proj[t, b], h_before[t, b]
             dh_row, dy_row, dd_row = dh[b], dy[t, b], dh_direct[b]
             dax_row, dah_row = da_x[t, b], da_h[t, b]
+            if t >= lengths[b]:
+                dax_row[:] = 0
+                dah_row[:] = 0
+                dd_row[:] = dh_row  # the gradient passes through this padded step
+                continue
             for j in range(H):
                 da_r, da_z, da_n, dhn, dh_prev = cells.gru_cell_backward(
                     g_row[j], g_row[H + j], g_row[2 * H + j], hn_row[j], hb_row[j],
@@ -389,7 +456,7 @@ def gru_backward(
                 dah_row[H + j] = da_z
                 dah_row[2 * H + j] = dhn
                 dd_row[j] = dh_prev
-        np.dot(da_h[t], w_hh, dh)
+        np.dot(da_h[t], w_hh, dh)  # zero rows for padded steps: dh_direct carries them
         dh += dh_direct
     dh0[:] = dh
     _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
@@ -398,5 +465,6 @@ def gru_backward(
 _cache.flush_if_cells_changed(
     __name__,
     [_time_index, _states_before, _input_and_weight_grads,
-     _add_biases, rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
+     _has_padding, _restore_padded_rows, _backprop_state, _add_biases,
+     rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )

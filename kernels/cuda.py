@@ -82,10 +82,11 @@ def array_module():
 
 
 @_cuda_jit
-def _rnn_forward_step(y, b_ih, b_hh, h_proj, t, relu):
+def _rnn_forward_step(y, b_ih, b_hh, h_proj, h_prev, lengths, t, relu):
     """Elman step ``t``: ``y[t]`` holds ``x_t W_ih^T`` on entry, ``h_t`` on exit.
 
-    ``y`` (T, B, H), ``b_ih, b_hh`` (H,), ``h_proj`` (B, H) ``= h_prev W_hh^T``.
+    ``y`` (T, B, H), ``b_ih, b_hh`` (H,), ``h_proj`` (B, H) ``= h_prev W_hh^T``, ``h_prev``
+    (B, H), ``lengths`` (B,): a sequence past its end carries ``h_prev``.
     """
     idx = cuda.grid(1)
     B = y.shape[1]
@@ -93,6 +94,9 @@ def _rnn_forward_step(y, b_ih, b_hh, h_proj, t, relu):
     if idx < B * H:
         b = idx // H
         j = idx - b * H
+        if t >= lengths[b]:
+            y[t, b, j] = h_prev[b, j]
+            return
         pre = y[t, b, j] + b_ih[j] + h_proj[b, j] + b_hh[j]
         if relu:
             y[t, b, j] = cells.rnn_relu_cell_forward(pre)
@@ -101,16 +105,25 @@ def _rnn_forward_step(y, b_ih, b_hh, h_proj, t, relu):
 
 
 @_cuda_jit
-def _rnn_backward_step(y, dy, dh, t, relu, da):
-    """Elman backward step ``t``: writes ``da[t]`` (T, B, H) from ``y``, ``dy`` (T, B, H)
-    and the gradient ``dh`` (B, H) flowing back from step ``t``'s successor."""
+def _rnn_backward_step(y, dy, dh, dh_carry, lengths, t, relu, da):
+    """Elman backward step ``t``: writes ``da[t]`` (T, B, H) from ``y``, ``dy`` (T, B, H).
+
+    The gradient w.r.t. ``h_t`` is ``dh`` (B, H, from the GEMM of the successor step) plus
+    ``dh_carry`` (B, H), which holds it for sequences passing through padded steps.
+    """
     idx = cuda.grid(1)
-    B = y.shape[1]
-    H = y.shape[2]
+    B = dh.shape[0]
+    H = dh.shape[1]
     if idx < B * H:
         b = idx // H
         j = idx - b * H
-        dh_total = dh[b, j] + dy[t, b, j]
+        dh_total = dh[b, j] + dh_carry[b, j]
+        if t >= lengths[b]:
+            da[t, b, j] = 0
+            dh_carry[b, j] = dh_total
+            return
+        dh_carry[b, j] = 0
+        dh_total += dy[t, b, j]
         if relu:
             da[t, b, j] = cells.rnn_relu_cell_backward(y[t, b, j], dh_total)
         else:
@@ -118,11 +131,12 @@ def _rnn_backward_step(y, dy, dh, t, relu, da):
 
 
 @_cuda_jit
-def _lstm_forward_step(gates, b_ih, b_hh, h_proj, c_prev, t, y, c):
+def _lstm_forward_step(gates, b_ih, b_hh, h_proj, h_prev, c_prev, lengths, t, y, c):
     """LSTM step ``t``: ``gates[t]`` holds ``x_t W_ih^T`` on entry, the activations on exit.
 
     ``gates`` (T, B, 4H), ``b_ih, b_hh`` (4H,), ``h_proj`` (B, 4H) ``= h_prev W_hh^T``,
-    ``c_prev`` (B, H); writes ``y[t]`` and ``c[t]`` of ``y, c`` (T, B, H).
+    ``h_prev, c_prev`` (B, H), ``lengths`` (B,); writes ``y[t]`` and ``c[t]`` of ``y, c``
+    (T, B, H). A sequence past its end carries its state and gets zero gates.
     """
     idx = cuda.grid(1)
     B = y.shape[1]
@@ -131,6 +145,14 @@ def _lstm_forward_step(gates, b_ih, b_hh, h_proj, c_prev, t, y, c):
         b = idx // H
         j = idx - b * H
         k_i, k_f, k_g, k_o = j, H + j, 2 * H + j, 3 * H + j
+        if t >= lengths[b]:
+            gates[t, b, k_i] = 0
+            gates[t, b, k_f] = 0
+            gates[t, b, k_g] = 0
+            gates[t, b, k_o] = 0
+            c[t, b, j] = c_prev[b, j]
+            y[t, b, j] = h_prev[b, j]
+            return
         i, f, g, o, c_new, h_new = cells.lstm_cell_forward(
             gates[t, b, k_i] + b_ih[k_i] + h_proj[b, k_i] + b_hh[k_i],
             gates[t, b, k_f] + b_ih[k_f] + h_proj[b, k_f] + b_hh[k_f],
@@ -147,10 +169,11 @@ def _lstm_forward_step(gates, b_ih, b_hh, h_proj, c_prev, t, y, c):
 
 
 @_cuda_jit
-def _lstm_backward_step(gates, c, c_before, dy, dh, dc, t, da):
+def _lstm_backward_step(gates, c, c_before, dy, dh, dh_carry, dc, lengths, t, da):
     """LSTM backward step ``t``.
 
-    Reads ``gates`` (T, B, 4H), ``c, c_before, dy`` (T, B, H) and ``dh`` (B, H); ``dc``
+    Reads ``gates`` (T, B, 4H), ``c, c_before, dy`` (T, B, H); the gradient w.r.t.
+    ``h_t`` is ``dh + dh_carry`` (B, H; the carry holds it through padded steps); ``dc``
     (B, H) enters as the gradient w.r.t. ``c[t]`` and leaves as the one w.r.t. the state
     step ``t`` started from; writes ``da[t]`` of ``da`` (T, B, 4H).
     """
@@ -161,10 +184,19 @@ def _lstm_backward_step(gates, c, c_before, dy, dh, dc, t, da):
         b = idx // H
         j = idx - b * H
         k_i, k_f, k_g, k_o = j, H + j, 2 * H + j, 3 * H + j
+        dh_total = dh[b, j] + dh_carry[b, j]
+        if t >= lengths[b]:
+            da[t, b, k_i] = 0
+            da[t, b, k_f] = 0
+            da[t, b, k_g] = 0
+            da[t, b, k_o] = 0
+            dh_carry[b, j] = dh_total
+            return
+        dh_carry[b, j] = 0
         da_i, da_f, da_g, da_o, dc_prev = cells.lstm_cell_backward(
             gates[t, b, k_i], gates[t, b, k_f], gates[t, b, k_g], gates[t, b, k_o],
             c[t, b, j], c_before[t, b, j],
-            dh[b, j] + dy[t, b, j], dc[b, j],
+            dh_total + dy[t, b, j], dc[b, j],
         )
         da[t, b, k_i] = da_i
         da[t, b, k_f] = da_f
@@ -174,11 +206,12 @@ def _lstm_backward_step(gates, c, c_before, dy, dh, dc, t, da):
 
 
 @_cuda_jit
-def _gru_forward_step(y, gates, b_ih, b_hh, h_proj, h_prev, t, h_n_proj):
+def _gru_forward_step(y, gates, b_ih, b_hh, h_proj, h_prev, lengths, t, h_n_proj):
     """GRU step ``t``: ``gates[t]`` holds ``x_t W_ih^T`` on entry, the activations on exit.
 
     ``gates`` (T, B, 3H), ``b_ih, b_hh`` (3H,), ``h_proj`` (B, 3H) ``= h_prev W_hh^T``,
-    ``h_prev`` (B, H); writes ``y[t]`` and ``h_n_proj[t]`` of ``y, h_n_proj`` (T, B, H).
+    ``h_prev`` (B, H), ``lengths`` (B,); writes ``y[t]`` and ``h_n_proj[t]`` of
+    ``y, h_n_proj`` (T, B, H). A sequence past its end carries its state, zero gates.
     """
     idx = cuda.grid(1)
     B = y.shape[1]
@@ -187,6 +220,13 @@ def _gru_forward_step(y, gates, b_ih, b_hh, h_proj, h_prev, t, h_n_proj):
         b = idx // H
         j = idx - b * H
         k_r, k_z, k_n = j, H + j, 2 * H + j
+        if t >= lengths[b]:
+            gates[t, b, k_r] = 0
+            gates[t, b, k_z] = 0
+            gates[t, b, k_n] = 0
+            h_n_proj[t, b, j] = 0
+            y[t, b, j] = h_prev[b, j]
+            return
         hn = h_proj[b, k_n] + b_hh[k_n]
         r, z, n, h_new = cells.gru_cell_forward(
             gates[t, b, k_r] + b_ih[k_r],
@@ -205,13 +245,14 @@ def _gru_forward_step(y, gates, b_ih, b_hh, h_proj, h_prev, t, h_n_proj):
 
 
 @_cuda_jit
-def _gru_backward_step(gates, h_n_proj, h_before, dy, dh, dh_direct, t, da_x, da_h):
+def _gru_backward_step(gates, h_n_proj, h_before, dy, dh, dh_direct, lengths, t, da_x, da_h):
     """GRU backward step ``t``.
 
     Reads ``gates`` (T, B, 3H), ``h_n_proj, h_before, dy`` (T, B, H) and ``dh`` (B, H),
     the part of the gradient that came back through ``W_hh``; ``dh_direct`` (B, H) enters
-    as the direct part from the successor step (``dh * z``) and leaves as this step's;
-    writes ``da_x[t]`` and ``da_h[t]`` of ``da_x, da_h`` (T, B, 3H).
+    as the direct part from the successor step (``dh * z``, or the whole gradient through
+    a padded step) and leaves as this step's; writes ``da_x[t]`` and ``da_h[t]`` of
+    ``da_x, da_h`` (T, B, 3H).
     """
     idx = cuda.grid(1)
     B = dh.shape[0]
@@ -220,9 +261,19 @@ def _gru_backward_step(gates, h_n_proj, h_before, dy, dh, dh_direct, t, da_x, da
         b = idx // H
         j = idx - b * H
         k_r, k_z, k_n = j, H + j, 2 * H + j
+        dh_total = dh[b, j] + dh_direct[b, j]
+        if t >= lengths[b]:
+            da_x[t, b, k_r] = 0
+            da_x[t, b, k_z] = 0
+            da_x[t, b, k_n] = 0
+            da_h[t, b, k_r] = 0
+            da_h[t, b, k_z] = 0
+            da_h[t, b, k_n] = 0
+            dh_direct[b, j] = dh_total
+            return
         da_r, da_z, da_n, dhn, dh_prev = cells.gru_cell_backward(
             gates[t, b, k_r], gates[t, b, k_z], gates[t, b, k_n], h_n_proj[t, b, j],
-            h_before[t, b, j], dh[b, j] + dh_direct[b, j] + dy[t, b, j],
+            h_before[t, b, j], dh_total + dy[t, b, j],
         )
         da_x[t, b, k_r] = da_r
         da_x[t, b, k_z] = da_z
@@ -252,17 +303,17 @@ def kernel_signatures(dtype):
     -------
     list of (kernel, tuple of numba types)
         ``t`` is a Python ``int`` (int64) and ``relu`` a Python ``bool`` at launch; all
-        arrays are C-contiguous.
+        arrays are C-contiguous; ``lengths`` is int64.
     """
     v, m, s = dtype[::1], dtype[:, ::1], dtype[:, :, ::1]
-    t, flag = types.int64, types.boolean
+    t, flag, n = types.int64, types.boolean, types.int64[::1]
     return [
-        (_rnn_forward_step, (s, v, v, m, t, flag)),
-        (_rnn_backward_step, (s, s, m, t, flag, s)),
-        (_lstm_forward_step, (s, v, v, m, m, t, s, s)),
-        (_lstm_backward_step, (s, s, s, s, m, m, t, s)),
-        (_gru_forward_step, (s, s, v, v, m, m, t, s)),
-        (_gru_backward_step, (s, s, s, s, m, m, t, s, s)),
+        (_rnn_forward_step, (s, v, v, m, m, n, t, flag)),
+        (_rnn_backward_step, (s, s, m, m, n, t, flag, s)),
+        (_lstm_forward_step, (s, v, v, m, m, m, n, t, s, s)),
+        (_lstm_backward_step, (s, s, s, s, m, m, m, n, t, s)),
+        (_gru_forward_step, (s, s, v, v, m, m, n, t, s)),
+        (_gru_backward_step, (s, s, s, s, m, m, n, t, s, s)),
     ]
 
 
@@ -370,7 +421,7 @@ def _input_and_weight_grads(xp, da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh,
 # --------------------------------------------------------------------------- Elman RNN
 
 
-def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
+def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     """Elman RNN forward over a whole sequence.
 
     Parameters
@@ -384,6 +435,8 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
         Initial hidden state.
     reverse : bool
         Process the sequence from the last time step to the first.
+    lengths : (B,) int64 array
+        Length of each sequence (see :mod:`numbarnn.kernels.cpu` on variable lengths).
     relu : bool
         Use ReLU instead of tanh as the nonlinearity.
     y : (T, B, H) array, written
@@ -395,28 +448,31 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n):
     view, stream = _launcher(xp)
     T, B, I = x.shape
     H = h0.shape[1]
-    b_ih, b_hh = _contiguous(xp, b_ih, b_hh)
+    b_ih, b_hh, h0, lengths = _contiguous(xp, b_ih, b_hh, h0, lengths)
     # y holds the input projection of each step until that step overwrites it with h_t.
     xp.matmul(_rows(x), w_ih.T, out=_rows(y))
     h_proj = xp.empty((B, H), dtype=x.dtype)
-    y_k, b_ih_k, b_hh_k, h_proj_k = map(view, (y, b_ih, b_hh, h_proj))
-    h = h0
+    y_k, b_ih_k, b_hh_k, h_proj_k, lengths_k = map(view, (y, b_ih, b_hh, h_proj, lengths))
+    h, h_k = h0, view(h0)
     for step in range(T):
         t = _time_index(step, T, reverse)
         xp.matmul(h, w_hh.T, out=h_proj)
-        _launch(_rnn_forward_step, B * H, stream, y_k, b_ih_k, b_hh_k, h_proj_k, t, bool(relu))
-        h = y[t]
+        _launch(
+            _rnn_forward_step, B * H, stream,
+            y_k, b_ih_k, b_hh_k, h_proj_k, h_k, lengths_k, t, bool(relu),
+        )
+        h, h_k = y[t], y_k[t]
     h_n[...] = h
 
 
 def rnn_backward(
-    x, w_ih, w_hh, h0, reverse, relu, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+    x, w_ih, w_hh, h0, reverse, lengths, relu, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 ):
     """Elman RNN backward through time.
 
     Parameters
     ----------
-    x, w_ih, w_hh, h0, reverse, relu
+    x, w_ih, w_hh, h0, reverse, lengths, relu
         As given to :func:`rnn_forward`.
     y : (T, B, H) array
         Output of :func:`rnn_forward`.
@@ -434,12 +490,17 @@ def rnn_backward(
     H = h0.shape[1]
     da = xp.empty((T, B, H), dtype=x.dtype)
     dh = xp.array(dh_n, dtype=x.dtype, order="C")  # a copy: overwritten every step
-    y_k, dy_k, dh_k, da_k = map(view, (y, dy, dh, da))
+    dh_carry = xp.zeros((B, H), dtype=x.dtype)
+    (lengths,) = _contiguous(xp, lengths)
+    y_k, dy_k, dh_k, carry_k, lengths_k, da_k = map(view, (y, dy, dh, dh_carry, lengths, da))
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
-        _launch(_rnn_backward_step, B * H, stream, y_k, dy_k, dh_k, t, bool(relu), da_k)
+        _launch(
+            _rnn_backward_step, B * H, stream,
+            y_k, dy_k, dh_k, carry_k, lengths_k, t, bool(relu), da_k,
+        )
         xp.matmul(da[t], w_hh, out=dh)
-    dh0[...] = dh
+    dh0[...] = dh + dh_carry
     h_before = xp.empty((T, B, H), dtype=x.dtype)
     _states_before(y, h0, reverse, h_before)
     _input_and_weight_grads(xp, da, da, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
@@ -448,7 +509,7 @@ def rnn_backward(
 # --------------------------------------------------------------------------- LSTM
 
 
-def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c_n):
+def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gates, h_n, c_n):
     """LSTM forward over a whole sequence.
 
     Parameters
@@ -463,6 +524,8 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c
         Initial hidden and cell states.
     reverse : bool
         Process the sequence from the last time step to the first.
+    lengths : (B,) int64 array
+        Length of each sequence (see :mod:`numbarnn.kernels.cpu` on variable lengths).
     y : (T, B, H) array, written
         Hidden state of every time step.
     c : (T, B, H) array, written
@@ -476,33 +539,35 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c
     view, stream = _launcher(xp)
     T, B, I = x.shape
     H = h0.shape[1]
-    b_ih, b_hh, c0 = _contiguous(xp, b_ih, b_hh, c0)
+    b_ih, b_hh, h0, c0, lengths = _contiguous(xp, b_ih, b_hh, h0, c0, lengths)
     # gates holds the input projection of each step until that step overwrites it.
     xp.matmul(_rows(x), w_ih.T, out=_rows(gates))
     h_proj = xp.empty((B, 4 * H), dtype=x.dtype)
-    gates_k, b_ih_k, b_hh_k, h_proj_k, y_k, c_k = map(view, (gates, b_ih, b_hh, h_proj, y, c))
-    h, c_prev, c_prev_k = h0, c0, view(c0)
+    gates_k, b_ih_k, b_hh_k, h_proj_k, y_k, c_k, lengths_k = map(
+        view, (gates, b_ih, b_hh, h_proj, y, c, lengths)
+    )
+    h, h_k, c_prev, c_prev_k = h0, view(h0), c0, view(c0)
     for step in range(T):
         t = _time_index(step, T, reverse)
         xp.matmul(h, w_hh.T, out=h_proj)
         _launch(
             _lstm_forward_step, B * H, stream,
-            gates_k, b_ih_k, b_hh_k, h_proj_k, c_prev_k, t, y_k, c_k,
+            gates_k, b_ih_k, b_hh_k, h_proj_k, h_k, c_prev_k, lengths_k, t, y_k, c_k,
         )
-        h, c_prev, c_prev_k = y[t], c[t], c_k[t]
+        h, h_k, c_prev, c_prev_k = y[t], y_k[t], c[t], c_k[t]
     h_n[...] = h
     c_n[...] = c_prev
 
 
 def lstm_backward(
-    x, w_ih, w_hh, h0, c0, reverse, y, c, gates, dy, dh_n, dc_n,
+    x, w_ih, w_hh, h0, c0, reverse, lengths, y, c, gates, dy, dh_n, dc_n,
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
 ):
     """LSTM backward through time.
 
     Parameters
     ----------
-    x, w_ih, w_hh, h0, c0, reverse
+    x, w_ih, w_hh, h0, c0, reverse, lengths
         As given to :func:`lstm_forward`.
     y, c, gates : arrays
         Outputs of :func:`lstm_forward`.
@@ -523,13 +588,15 @@ def lstm_backward(
     da = xp.empty((T, B, 4 * H), dtype=x.dtype)
     dh = xp.array(dh_n, dtype=x.dtype, order="C")  # copies: carried through the sweep
     dcell = xp.array(dc_n, dtype=x.dtype, order="C")
-    args_k = list(map(view, (gates, c, c_before, dy, dh, dcell)))
+    dh_carry = xp.zeros((B, H), dtype=x.dtype)
+    (lengths,) = _contiguous(xp, lengths)
+    args_k = list(map(view, (gates, c, c_before, dy, dh, dh_carry, dcell, lengths)))
     da_k = view(da)
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
         _launch(_lstm_backward_step, B * H, stream, *args_k, t, da_k)
         xp.matmul(da[t], w_hh, out=dh)
-    dh0[...] = dh
+    dh0[...] = dh + dh_carry
     dc0[...] = dcell
     h_before = c_before  # reuse the buffer: c_before is no longer needed
     _states_before(y, h0, reverse, h_before)
@@ -539,7 +606,7 @@ def lstm_backward(
 # --------------------------------------------------------------------------- GRU
 
 
-def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n):
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_proj, h_n):
     """GRU forward over a whole sequence.
 
     Parameters
@@ -554,6 +621,8 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n)
         Initial hidden state.
     reverse : bool
         Process the sequence from the last time step to the first.
+    lengths : (B,) int64 array
+        Length of each sequence (see :mod:`numbarnn.kernels.cpu` on variable lengths).
     y : (T, B, H) array, written
         Hidden state of every time step.
     gates : (T, B, 3*H) array, written
@@ -567,12 +636,12 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n)
     view, stream = _launcher(xp)
     T, B, I = x.shape
     H = h0.shape[1]
-    b_ih, b_hh, h0 = _contiguous(xp, b_ih, b_hh, h0)
+    b_ih, b_hh, h0, lengths = _contiguous(xp, b_ih, b_hh, h0, lengths)
     # gates holds the input projection of each step until that step overwrites it.
     xp.matmul(_rows(x), w_ih.T, out=_rows(gates))
     h_proj = xp.empty((B, 3 * H), dtype=x.dtype)
-    y_k, gates_k, b_ih_k, b_hh_k, h_proj_k, hnp_k = map(
-        view, (y, gates, b_ih, b_hh, h_proj, h_n_proj)
+    y_k, gates_k, b_ih_k, b_hh_k, h_proj_k, hnp_k, lengths_k = map(
+        view, (y, gates, b_ih, b_hh, h_proj, h_n_proj, lengths)
     )
     h, h_k = h0, view(h0)
     for step in range(T):
@@ -580,21 +649,21 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, h_n_proj, h_n)
         xp.matmul(h, w_hh.T, out=h_proj)
         _launch(
             _gru_forward_step, B * H, stream,
-            y_k, gates_k, b_ih_k, b_hh_k, h_proj_k, h_k, t, hnp_k,
+            y_k, gates_k, b_ih_k, b_hh_k, h_proj_k, h_k, lengths_k, t, hnp_k,
         )
         h, h_k = y[t], y_k[t]
     h_n[...] = h
 
 
 def gru_backward(
-    x, w_ih, w_hh, h0, reverse, y, gates, h_n_proj, dy, dh_n,
+    x, w_ih, w_hh, h0, reverse, lengths, y, gates, h_n_proj, dy, dh_n,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
 ):
     """GRU backward through time.
 
     Parameters
     ----------
-    x, w_ih, w_hh, h0, reverse
+    x, w_ih, w_hh, h0, reverse, lengths
         As given to :func:`gru_forward`.
     y, gates, h_n_proj : arrays
         Outputs of :func:`gru_forward`.
@@ -618,7 +687,8 @@ def gru_backward(
     # the cell); the next step's kernel adds the two, which saves a launch per step.
     dh = xp.array(dh_n, dtype=x.dtype, order="C")
     dh_direct = xp.zeros((B, H), dtype=x.dtype)
-    args_k = list(map(view, (gates, h_n_proj, h_before, dy, dh, dh_direct)))
+    (lengths,) = _contiguous(xp, lengths)
+    args_k = list(map(view, (gates, h_n_proj, h_before, dy, dh, dh_direct, lengths)))
     da_x_k, da_h_k = view(da_x), view(da_h)
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)

@@ -496,8 +496,11 @@ def _njit_stream_loop():
 
         @njit
         def loop(xs, w_ih, w_hh, b_ih, b_hh, h, c, y, cs, gates, h_n, c_n):
+            lengths = np.ones(h.shape[0], dtype=np.int64)
             for s in range(xs.shape[0]):
-                cpu.lstm_forward(xs[s], w_ih, w_hh, b_ih, b_hh, h, c, False, y, cs, gates, h_n, c_n)
+                cpu.lstm_forward(
+                    xs[s], w_ih, w_hh, b_ih, b_hh, h, c, False, lengths, y, cs, gates, h_n, c_n
+                )
                 h[:] = h_n
                 c[:] = c_n
 

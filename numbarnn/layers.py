@@ -300,6 +300,7 @@ class _RNNBase:
         # A private copy: backward must see the input as it was, whatever the caller does next.
         layer_input = xp.array(x, dtype=self.dtype, order="C", copy=True)
         finals = [xp.empty((self.num_layers * D, B, H), dtype=self.dtype) for _ in initial]
+        lengths = xp.full(B, T, dtype=np.int64)  # every sequence runs the full T steps
         saved = []
         masks = []  # masks[k] scales the output of layer k (training mode, dropout > 0)
         for layer in range(self.num_layers):
@@ -308,7 +309,7 @@ class _RNNBase:
                 k = layer * D + direction
                 weights, _ = self._weights(layer, direction)
                 y, final, cache = self._run_forward(
-                    layer_input, weights, [s[k] for s in initial], direction == 1
+                    layer_input, weights, [s[k] for s in initial], direction == 1, lengths
                 )
                 layer_output[:, :, direction * H : (direction + 1) * H] = y
                 for dst, src in zip(finals, final):
@@ -319,7 +320,7 @@ class _RNNBase:
                 masks.append(mask)
                 layer_output = layer_output * mask
             layer_input = layer_output
-        self._saved = (saved, masks, batched, B) if self.training else None
+        self._saved = (saved, masks, lengths, batched, B) if self.training else None
         return self._to_user_layout(layer_input, batched), self._pack_state(finals, batched)
 
     __call__ = forward
@@ -330,7 +331,7 @@ class _RNNBase:
         scale = 0.0 if self.dropout == 1 else 1.0 / (1.0 - self.dropout)
         return self.backend.asarray(keep * scale, dtype=self.dtype)
 
-    def _run_forward(self, x, weights, initial, reverse):
+    def _run_forward(self, x, weights, initial, reverse, lengths):
         """One layer, one direction: returns y (T, B, H), final states, saved arrays."""
         xp, K = self.backend.xp, self.backend.kernels
         T, B, _ = x.shape
@@ -342,14 +343,18 @@ class _RNNBase:
             c = xp.empty((T, B, H), dtype=self.dtype)
             gates = xp.empty((T, B, G * H), dtype=self.dtype)
             c_n = xp.empty((B, H), dtype=self.dtype)
-            K.lstm_forward(x, *weights, initial[0], initial[1], reverse, y, c, gates, h_n, c_n)
+            K.lstm_forward(
+                x, *weights, initial[0], initial[1], reverse, lengths, y, c, gates, h_n, c_n
+            )
             return y, (h_n, c_n), (c, gates)
         if self.mode == "GRU":
             gates = xp.empty((T, B, G * H), dtype=self.dtype)
             h_n_proj = xp.empty((T, B, H), dtype=self.dtype)
-            K.gru_forward(x, *weights, initial[0], reverse, y, gates, h_n_proj, h_n)
+            K.gru_forward(x, *weights, initial[0], reverse, lengths, y, gates, h_n_proj, h_n)
             return y, (h_n,), (gates, h_n_proj)
-        K.rnn_forward(x, *weights, initial[0], reverse, self.mode == "RNN_RELU", y, h_n)
+        K.rnn_forward(
+            x, *weights, initial[0], reverse, lengths, self.mode == "RNN_RELU", y, h_n
+        )
         return y, (h_n,), ()
 
     # ------------------------------------------------------------------ backward
@@ -379,7 +384,7 @@ class _RNNBase:
                 "backward() needs a forward() in training mode first "
                 f"(training={self.training}; call train() and run forward again)"
             )
-        saved, masks, batched, B = self._saved
+        saved, masks, lengths, batched, B = self._saved
         xp = self.backend.xp
         H, D = self.hidden_size, self.num_directions
         T = saved[0][0].shape[0]
@@ -406,7 +411,7 @@ class _RNNBase:
                 weights, grads = self._weights(layer, direction)
                 dy_dir = xp.ascontiguousarray(d_output[:, :, direction * H : (direction + 1) * H])
                 dx, dstart = self._run_backward(
-                    x, weights, grads, initial, direction == 1, y, cache, dy_dir,
+                    x, weights, grads, initial, direction == 1, lengths, y, cache, dy_dir,
                     [d[k] for d in dfinal],
                 )
                 d_input = dx if d_input is None else d_input + dx
@@ -415,7 +420,7 @@ class _RNNBase:
             d_output = d_input * masks[layer - 1] if masks and layer > 0 else d_input
         return self._to_user_layout(d_output, batched), self._pack_state(dinitial, batched)
 
-    def _run_backward(self, x, weights, grads, initial, reverse, y, cache, dy, dfinal):
+    def _run_backward(self, x, weights, grads, initial, reverse, lengths, y, cache, dy, dfinal):
         """One layer, one direction: returns dx (T, B, in) and the initial-state gradients."""
         xp, K = self.backend.xp, self.backend.kernels
         B, H = initial[0].shape
@@ -426,19 +431,20 @@ class _RNNBase:
             c, gates = cache
             dc0 = xp.empty((B, H), dtype=self.dtype)
             K.lstm_backward(
-                x, w_ih, w_hh, initial[0], initial[1], reverse, y, c, gates, dy,
+                x, w_ih, w_hh, initial[0], initial[1], reverse, lengths, y, c, gates, dy,
                 dfinal[0], dfinal[1], dx, dh0, dc0, *grads,
             )
             return dx, (dh0, dc0)
         if self.mode == "GRU":
             gates, h_n_proj = cache
             K.gru_backward(
-                x, w_ih, w_hh, initial[0], reverse, y, gates, h_n_proj, dy, dfinal[0],
+                x, w_ih, w_hh, initial[0], reverse, lengths, y, gates, h_n_proj, dy, dfinal[0],
                 dx, dh0, *grads,
             )
             return dx, (dh0,)
         K.rnn_backward(
-            x, w_ih, w_hh, initial[0], reverse, self.mode == "RNN_RELU", y, dy, dfinal[0],
+            x, w_ih, w_hh, initial[0], reverse, lengths, self.mode == "RNN_RELU", y, dy,
+            dfinal[0],
             dx, dh0, *grads,
         )
         return dx, (dh0,)

@@ -40,6 +40,8 @@ def _draw(cell, dtype, seed):
         x=r(T, B, I), w_ih=r(G * H, I, scale=0.8), w_hh=r(G * H, H, scale=0.8),
         b_ih=r(G * H, scale=0.5), b_hh=r(G * H, scale=0.5),
         h0=r(B, H), c0=r(B, H), dy=r(T, B, H), dh_n=r(B, H), dc_n=r(B, H),
+        # the first sequence runs all T steps, the others end early for most seeds
+        lengths=np.array([T] + [1 + (seed + b) % T for b in range(1, B)], dtype=np.int64),
     )
     grads0 = dict(
         dw_ih=r(G * H, I), dw_hh=r(G * H, H), db_ih=r(G * H), db_hh=r(G * H)
@@ -66,14 +68,18 @@ def _run(mod, cell, p, grads0, reverse, to_dev, to_host):
         y=_empty((T, B, H), dtype, to_dev), h_n=_empty((B, H), dtype, to_dev),
         dx=_empty((T, B, I), dtype, to_dev), dh0=_empty((B, H), dtype, to_dev),
     )
-    x, w_ih, w_hh, b_ih, b_hh, h0 = (d[k] for k in ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0"))
+    x, w_ih, w_hh, b_ih, b_hh, h0, lengths = (
+        d[k] for k in ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "lengths")
+    )
     if cell.startswith("rnn"):
         relu = cell == "rnn_relu"
-        mod.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, fwd["y"], fwd["h_n"])
+        mod.rnn_forward(
+            x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, fwd["y"], fwd["h_n"]
+        )
         saved = ("y",)
         snap = {k: to_host(fwd[k]).copy() for k in saved}
         mod.rnn_backward(
-            x, w_ih, w_hh, h0, reverse, relu, fwd["y"], d["dy"], d["dh_n"],
+            x, w_ih, w_hh, h0, reverse, lengths, relu, fwd["y"], d["dy"], d["dh_n"],
             fwd["dx"], fwd["dh0"], *(grads[k] for k in GRAD_NAMES),
         )
     elif cell == "lstm":
@@ -82,13 +88,13 @@ def _run(mod, cell, p, grads0, reverse, to_dev, to_host):
             c_n=_empty((B, H), dtype, to_dev), dc0=_empty((B, H), dtype, to_dev),
         )
         mod.lstm_forward(
-            x, w_ih, w_hh, b_ih, b_hh, h0, d["c0"], reverse,
+            x, w_ih, w_hh, b_ih, b_hh, h0, d["c0"], reverse, lengths,
             fwd["y"], fwd["c"], fwd["gates"], fwd["h_n"], fwd["c_n"],
         )
         saved = ("y", "c", "gates")
         snap = {k: to_host(fwd[k]).copy() for k in saved}
         mod.lstm_backward(
-            x, w_ih, w_hh, h0, d["c0"], reverse, fwd["y"], fwd["c"], fwd["gates"],
+            x, w_ih, w_hh, h0, d["c0"], reverse, lengths, fwd["y"], fwd["c"], fwd["gates"],
             d["dy"], d["dh_n"], d["dc_n"], fwd["dx"], fwd["dh0"], fwd["dc0"],
             *(grads[k] for k in GRAD_NAMES),
         )
@@ -98,13 +104,13 @@ def _run(mod, cell, p, grads0, reverse, to_dev, to_host):
             h_n_proj=_empty((T, B, H), dtype, to_dev),
         )
         mod.gru_forward(
-            x, w_ih, w_hh, b_ih, b_hh, h0, reverse,
+            x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths,
             fwd["y"], fwd["gates"], fwd["h_n_proj"], fwd["h_n"],
         )
         saved = ("y", "gates", "h_n_proj")
         snap = {k: to_host(fwd[k]).copy() for k in saved}
         mod.gru_backward(
-            x, w_ih, w_hh, h0, reverse, fwd["y"], fwd["gates"], fwd["h_n_proj"],
+            x, w_ih, w_hh, h0, reverse, lengths, fwd["y"], fwd["gates"], fwd["h_n_proj"],
             d["dy"], d["dh_n"], fwd["dx"], fwd["dh0"], *(grads[k] for k in GRAD_NAMES),
         )
     for k, v in p_before.items():
@@ -218,8 +224,8 @@ def test_non_contiguous_output_is_rejected():
     y = np.empty((B, T, H)).transpose(1, 0, 2)
     with pytest.raises(ValueError, match="C-contiguous"):
         gpu.rnn_forward(
-            p["x"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], p["h0"], False, False,
-            y, np.empty((B, H)),
+            p["x"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], p["h0"], False, p["lengths"],
+            False, y, np.empty((B, H)),
         )
 
 

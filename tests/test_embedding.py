@@ -20,7 +20,8 @@ def user_lstm_pipeline(x, w_ih, w_hh, b_ih, b_hh, scale):
     gates = np.empty((T, B, 4 * H), dtype=x.dtype)
     h_n = np.empty((B, H), dtype=x.dtype)
     c_n = np.empty((B, H), dtype=x.dtype)
-    cpu.lstm_forward(x_scaled, w_ih, w_hh, b_ih, b_hh, h0, c0, False, y, c, gates, h_n, c_n)
+    lengths = np.full(B, T, dtype=np.int64)
+    cpu.lstm_forward(x_scaled, w_ih, w_hh, b_ih, b_hh, h0, c0, False, lengths, y, c, gates, h_n, c_n)
     return y, h_n
 
 

@@ -215,28 +215,30 @@ def run_driver_case(mode, reverse, dtype, T=5, B=3, I=4, H=6, seed=0, state_layo
     y, h_n, dx, dh0 = _nan((T, B, H), dtype), _nan((B, H), dtype), _nan((T, B, I), dtype), \
         _nan((B, H), dtype)
     results = [("y", y, y_r), ("h_n", h_n, hn_r), ("dx", dx, dx_r), ("dh0", dh0, dh0_r)]
+    full = np.full(B, T, dtype=np.int64)  # every sequence runs all T steps
     if mode in ("rnn_tanh", "rnn_relu"):
         relu = mode == "rnn_relu"
-        cpu.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, relu, y, h_n)
+        cpu.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, full, relu, y, h_n)
         saved = dict(y=y)
         saved_before = {k: v.copy() for k, v in saved.items()}
-        cpu.rnn_backward(x, w_ih, w_hh, h0, reverse, relu, y, dy, dh_n, dx, dh0, *dw)
+        cpu.rnn_backward(x, w_ih, w_hh, h0, reverse, full, relu, y, dy, dh_n, dx, dh0, *dw)
     elif mode == "lstm":
         c, gates, c_n, dc0 = (_nan((T, B, H), dtype), _nan((T, B, 4 * H), dtype),
                               _nan((B, H), dtype), _nan((B, H), dtype))
-        cpu.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, y, c, gates, h_n, c_n)
+        cpu.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, full, y, c, gates, h_n, c_n)
         saved = dict(y=y, c=c, gates=gates)
         saved_before = {k: v.copy() for k, v in saved.items()}
-        cpu.lstm_backward(x, w_ih, w_hh, h0, c0, reverse, y, c, gates, dy, dh_n, dc_n,
+        cpu.lstm_backward(x, w_ih, w_hh, h0, c0, reverse, full, y, c, gates, dy, dh_n, dc_n,
                           dx, dh0, dc0, *dw)
         results += [("c", c, cache["c"]), ("gates", gates, cache["gates"]),
                     ("c_n", c_n, cn_r), ("dc0", dc0, dc0_r)]
     else:
         gates, hn_proj = _nan((T, B, 3 * H), dtype), _nan((T, B, H), dtype)
-        cpu.gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, y, gates, hn_proj, h_n)
+        cpu.gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, full, y, gates, hn_proj, h_n)
         saved = dict(y=y, gates=gates, h_n_proj=hn_proj)
         saved_before = {k: v.copy() for k, v in saved.items()}
-        cpu.gru_backward(x, w_ih, w_hh, h0, reverse, y, gates, hn_proj, dy, dh_n, dx, dh0, *dw)
+        cpu.gru_backward(x, w_ih, w_hh, h0, reverse, full, y, gates, hn_proj, dy, dh_n, dx, dh0,
+                         *dw)
         results += [("gates", gates, cache["gates"]), ("h_n_proj", hn_proj, cache["hn"])]
     for name, start, acc, key in zip(("dw_ih", "dw_hh", "db_ih", "db_hh"), dw0, dw,
                                      ("w_ih", "w_hh", "b_ih", "b_hh")):
