@@ -422,28 +422,7 @@ def _input_and_weight_grads(xp, da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh,
 
 
 def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
-    """Elman RNN forward over a whole sequence.
-
-    Parameters
-    ----------
-    x : (T, B, I) array
-        Input sequence.
-    w_ih : (H, I) array
-    w_hh : (H, H) array
-    b_ih, b_hh : (H,) arrays
-    h0 : (B, H) array
-        Initial hidden state.
-    reverse : bool
-        Process the sequence from the last time step to the first.
-    lengths : (B,) int64 array
-        Length of each sequence (see :mod:`numbarnn.kernels.cpu` on variable lengths).
-    relu : bool
-        Use ReLU instead of tanh as the nonlinearity.
-    y : (T, B, H) array, written
-        Hidden state of every time step (also what :func:`rnn_backward` needs).
-    h_n : (B, H) array, written
-        Final hidden state (``y`` at the last processed step).
-    """
+    """As :func:`numbarnn.kernels.cpu.rnn_forward`, on device arrays of :func:`array_module`."""
     xp = array_module()
     view, stream = _launcher(xp)
     T, B, I = x.shape
@@ -468,22 +447,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
 def rnn_backward(
     x, w_ih, w_hh, h0, reverse, lengths, relu, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 ):
-    """Elman RNN backward through time.
-
-    Parameters
-    ----------
-    x, w_ih, w_hh, h0, reverse, lengths, relu
-        As given to :func:`rnn_forward`.
-    y : (T, B, H) array
-        Output of :func:`rnn_forward`.
-    dy : (T, B, H) array
-        Gradient w.r.t. ``y``.
-    dh_n : (B, H) array
-        Gradient w.r.t. the final hidden state.
-    dx : (T, B, I) array, written
-    dh0 : (B, H) array, written
-    dw_ih, dw_hh, db_ih, db_hh : arrays shaped like the weights, accumulated
-    """
+    """As :func:`numbarnn.kernels.cpu.rnn_backward`, on device arrays of :func:`array_module`."""
     xp = array_module()
     view, stream = _launcher(xp)
     T, B, I = x.shape
@@ -510,31 +474,7 @@ def rnn_backward(
 
 
 def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gates, h_n, c_n):
-    """LSTM forward over a whole sequence.
-
-    Parameters
-    ----------
-    x : (T, B, I) array
-        Input sequence.
-    w_ih : (4*H, I) array
-    w_hh : (4*H, H) array
-    b_ih, b_hh : (4*H,) arrays
-        Gate order i, f, g, o.
-    h0, c0 : (B, H) arrays
-        Initial hidden and cell states.
-    reverse : bool
-        Process the sequence from the last time step to the first.
-    lengths : (B,) int64 array
-        Length of each sequence (see :mod:`numbarnn.kernels.cpu` on variable lengths).
-    y : (T, B, H) array, written
-        Hidden state of every time step.
-    c : (T, B, H) array, written
-        Cell state of every time step (saved for backward).
-    gates : (T, B, 4*H) array, written
-        Gate activations i, f, g, o of every time step (saved for backward).
-    h_n, c_n : (B, H) arrays, written
-        Final hidden and cell states.
-    """
+    """As :func:`numbarnn.kernels.cpu.lstm_forward`, on device arrays of :func:`array_module`."""
     xp = array_module()
     view, stream = _launcher(xp)
     T, B, I = x.shape
@@ -563,22 +503,7 @@ def lstm_backward(
     x, w_ih, w_hh, h0, c0, reverse, lengths, y, c, gates, dy, dh_n, dc_n,
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
 ):
-    """LSTM backward through time.
-
-    Parameters
-    ----------
-    x, w_ih, w_hh, h0, c0, reverse, lengths
-        As given to :func:`lstm_forward`.
-    y, c, gates : arrays
-        Outputs of :func:`lstm_forward`.
-    dy : (T, B, H) array
-        Gradient w.r.t. ``y``.
-    dh_n, dc_n : (B, H) arrays
-        Gradients w.r.t. the final hidden and cell states.
-    dx : (T, B, I) array, written
-    dh0, dc0 : (B, H) arrays, written
-    dw_ih, dw_hh, db_ih, db_hh : arrays shaped like the weights, accumulated
-    """
+    """As :func:`numbarnn.kernels.cpu.lstm_backward`, on device arrays of :func:`array_module`."""
     xp = array_module()
     view, stream = _launcher(xp)
     T, B, I = x.shape
@@ -607,31 +532,7 @@ def lstm_backward(
 
 
 def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_proj, h_n):
-    """GRU forward over a whole sequence.
-
-    Parameters
-    ----------
-    x : (T, B, I) array
-        Input sequence.
-    w_ih : (3*H, I) array
-    w_hh : (3*H, H) array
-    b_ih, b_hh : (3*H,) arrays
-        Gate order r, z, n.
-    h0 : (B, H) array
-        Initial hidden state.
-    reverse : bool
-        Process the sequence from the last time step to the first.
-    lengths : (B,) int64 array
-        Length of each sequence (see :mod:`numbarnn.kernels.cpu` on variable lengths).
-    y : (T, B, H) array, written
-        Hidden state of every time step.
-    gates : (T, B, 3*H) array, written
-        Gate activations r, z, n of every time step (saved for backward).
-    h_n_proj : (T, B, H) array, written
-        Recurrent projection of the new gate, ``W_hn h_prev + b_hn`` (saved for backward).
-    h_n : (B, H) array, written
-        Final hidden state.
-    """
+    """As :func:`numbarnn.kernels.cpu.gru_forward`, on device arrays of :func:`array_module`."""
     xp = array_module()
     view, stream = _launcher(xp)
     T, B, I = x.shape
@@ -659,22 +560,7 @@ def gru_backward(
     x, w_ih, w_hh, h0, reverse, lengths, y, gates, h_n_proj, dy, dh_n,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
 ):
-    """GRU backward through time.
-
-    Parameters
-    ----------
-    x, w_ih, w_hh, h0, reverse, lengths
-        As given to :func:`gru_forward`.
-    y, gates, h_n_proj : arrays
-        Outputs of :func:`gru_forward`.
-    dy : (T, B, H) array
-        Gradient w.r.t. ``y``.
-    dh_n : (B, H) array
-        Gradient w.r.t. the final hidden state.
-    dx : (T, B, I) array, written
-    dh0 : (B, H) array, written
-    dw_ih, dw_hh, db_ih, db_hh : arrays shaped like the weights, accumulated
-    """
+    """As :func:`numbarnn.kernels.cpu.gru_backward`, on device arrays of :func:`array_module`."""
     xp = array_module()
     view, stream = _launcher(xp)
     T, B, I = x.shape
