@@ -16,6 +16,7 @@ from .layers import GRU, LSTM, RNN
 from .losses import cross_entropy, mse_loss
 from .modules import LastStep, Linear, Sequential, from_config, get_config
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, RMSprop, StepLR, clip_grad_norm
+from .training import History, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "RNN", "LSTM", "GRU", "Linear", "LastStep", "Sequential",
     "mse_loss", "cross_entropy",
     "SGD", "Adam", "AdamW", "RMSprop", "clip_grad_norm", "StepLR", "CosineAnnealingLR",
+    "fit", "evaluate", "predict", "History",
     "save", "load", "load_checkpoint", "get_config", "from_config",
     "Backend", "get_backend", "cuda_status", "losses", "optim", "__version__",
 ]
