@@ -31,8 +31,48 @@ def _check_bool(value, name):
     return bool(value)
 
 
+def _check_lengths(lengths, T, B, batched):
+    """Validate the ``lengths`` argument of a batch of ``B`` sequences of ``T`` steps.
+
+    Returns
+    -------
+    (B,) int64 NumPy array
+        A single integer is accepted for unbatched input (B = 1). A CuPy array is copied
+        to the host.
+    """
+    if hasattr(lengths, "__cuda_array_interface__"):
+        import cupy  # a device array: numbarnn's 'cuda' backend holds them in CuPy
+
+        lengths = cupy.asnumpy(lengths)
+    if isinstance(lengths, (bool, np.bool_)):  # np.asarray would make it a bool array anyway
+        raise TypeError("lengths: expected integers, got a bool")
+    try:
+        checked = np.asarray(lengths)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"lengths: expected an array of integers, got {type(lengths).__name__}"
+                        f" ({exc})") from None
+    if checked.dtype.kind not in "iu":
+        raise TypeError(f"lengths: expected an integer dtype, got {checked.dtype}")
+    if not batched and checked.ndim == 0:
+        checked = checked.reshape(1)
+    if checked.shape != (B,):
+        expected = "a single integer (unbatched input)" if not batched else f"shape ({B},)"
+        raise ValueError(
+            f"lengths: expected {expected}, one length per sequence, got shape {checked.shape}"
+        )
+    low, high = int(checked.min()), int(checked.max())
+    if low < 1 or high > T:
+        raise ValueError(
+            f"lengths: expected every length in [1, {T}] (T = {T} steps), got values from "
+            f"{low} to {high}"
+        )
+    return checked.astype(np.int64)
+
+
 class _RNNBase:
     """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
+
+    _takes_lengths = True  # Sequential passes its ``lengths`` on
 
     def __init__(
         self,
@@ -269,9 +309,24 @@ class _RNNBase:
             return self.backend.xp.ascontiguousarray(seq.transpose(1, 0, 2))
         return seq
 
+    def _states_to_user_layout(self, states, batched):
+        """(L*D, T, B, H) -> the time and batch axes in the layout the user passed in."""
+        if not batched:
+            return states[:, :, 0, :]
+        if self.batch_first:
+            return self.backend.xp.ascontiguousarray(states.transpose(0, 2, 1, 3))
+        return states
+
+    def _padding(self, lengths, T):
+        """(T, B) bool array of this backend, True at the steps past each sequence's end;
+        None when no sequence ends early. ``lengths`` is a checked NumPy array."""
+        if lengths.min() == T:
+            return None
+        return self.backend.asarray(np.arange(T)[:, None] >= lengths[None, :])
+
     # ------------------------------------------------------------------ forward
 
-    def forward(self, x, hx=None):
+    def forward(self, x, hx=None, lengths=None, return_all_states=False):
         """Run the layer over a sequence.
 
         Parameters
@@ -282,6 +337,17 @@ class _RNNBase:
         hx : array or tuple of arrays, optional
             Initial state(s), each (num_layers * num_directions, B, hidden_size) (or without
             the B axis for unbatched input); LSTM takes ``(h0, c0)``. None means zeros.
+        lengths : array of int, optional
+            (B,) length of each sequence of a padded batch, each in [1, T], in any order
+            (a single integer for unbatched input). Sequence ``b`` is read at steps
+            ``t < lengths[b]`` only, as PyTorch's ``pack_padded_sequence`` path does: its
+            outputs past its end are zero, its final state is the state at its end, and
+            the reverse direction of a bidirectional layer starts at its end. ``backward``
+            ignores ``dy`` past each end and gives zero ``dx`` there. None means every
+            sequence has all T steps.
+        return_all_states : bool, default False
+            Also return the state of every step, layer and direction (which PyTorch's
+            layers cannot return).
 
         Returns
         -------
@@ -290,17 +356,39 @@ class _RNNBase:
             hidden state at every step.
         state : array or tuple of arrays
             Final state(s) ``h_n`` (and ``c_n`` for LSTM), shaped like ``hx``.
+        all_states : array or tuple of arrays
+            Only with ``return_all_states``: the hidden state of every step, layer and
+            direction, ``h_all`` (and the cell state ``c_all`` for LSTM, as a tuple
+            ``(h_all, c_all)``), each (num_layers * num_directions, T, B, hidden_size) with
+            the time and batch axes in the order of ``x`` ((L*D, B, T, H) when
+            ``batch_first``, (L*D, T, H) unbatched). Entry ``layer * num_directions +
+            direction`` is that layer and direction, as in ``h_n``; ``h_all[k, t]`` is the
+            state right after step ``t`` was read (for the reverse direction, after steps
+            T-1 down to t). Past the end of a sequence given by ``lengths`` the states are
+            zero, like ``y``. They are the layers' states themselves: dropout (training mode)
+            scales what the next layer reads, not these.
         """
         x, batched = self._check_input(x)
         T, B, _ = x.shape
         names = ("hx[0] (h0)", "hx[1] (c0)") if self.mode == "LSTM" else ("hx",)
         initial = self._check_states(self._unpack_state(hx, "hx"), names, B, batched)
+        return_all_states = _check_bool(return_all_states, "return_all_states")
         xp = self.backend.xp
         H, D = self.hidden_size, self.num_directions
         # A private copy: backward must see the input as it was, whatever the caller does next.
         layer_input = xp.array(x, dtype=self.dtype, order="C", copy=True)
         finals = [xp.empty((self.num_layers * D, B, H), dtype=self.dtype) for _ in initial]
-        lengths = xp.full(B, T, dtype=np.int64)  # every sequence runs the full T steps
+        if lengths is None:
+            lengths = xp.full(B, T, dtype=np.int64)  # every sequence runs the full T steps
+            padding = None
+        else:
+            lengths = _check_lengths(lengths, T, B, batched)
+            padding = self._padding(lengths, T)
+            lengths = self.backend.asarray(lengths)
+        all_states = (
+            [xp.empty((self.num_layers * D, T, B, H), dtype=self.dtype) for _ in initial]
+            if return_all_states else []
+        )
         saved = []
         masks = []  # masks[k] scales the output of layer k (training mode, dropout > 0)
         for layer in range(self.num_layers):
@@ -314,14 +402,27 @@ class _RNNBase:
                 layer_output[:, :, direction * H : (direction + 1) * H] = y
                 for dst, src in zip(finals, final):
                     dst[k] = src
+                # y, and the LSTM's cell states cache[0], hold the state of every step.
+                for dst, src in zip(all_states, (y,) + tuple(cache[:1])):
+                    dst[k] = src
                 saved.append((layer_input, y, cache, [s[k] for s in initial]))
+            if padding is not None:
+                layer_output[padding] = 0  # the drivers leave the carried state there
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 mask = self._dropout_mask(layer_output.shape)
                 masks.append(mask)
                 layer_output = layer_output * mask
             layer_input = layer_output
         self._saved = (saved, masks, lengths, batched, B) if self.training else None
-        return self._to_user_layout(layer_input, batched), self._pack_state(finals, batched)
+        y = self._to_user_layout(layer_input, batched)
+        state = self._pack_state(finals, batched)
+        if not return_all_states:
+            return y, state
+        if padding is not None:
+            for a in all_states:
+                a[:, padding] = 0
+        all_states = [self._states_to_user_layout(a, batched) for a in all_states]
+        return y, state, (tuple(all_states) if self.mode == "LSTM" else all_states[0])
 
     __call__ = forward
 
@@ -448,6 +549,227 @@ class _RNNBase:
             dx, dh0, *grads,
         )
         return dx, (dh0,)
+
+    # ------------------------------------------------------------------ streaming
+    #
+    # Class-level defaults: every layer starts stateless, with nothing kept or cached.
+    _stateful = False
+    _kept_state = None  # stateful mode: the states the next step starts from, each (L, B, H)
+    _step_plan = None  # CPU: (the params items it was built from, (kernel, weights, relu))
+
+    @property
+    def stateful(self):
+        """bool: whether :meth:`step` keeps the state between calls (default False).
+
+        In stateful mode ``step(x_t)`` without a ``state`` starts from the state the previous
+        step left (zeros at first, and after :meth:`reset_state`), and every step keeps its
+        new state. Setting ``stateful`` (to either value) forgets the kept state.
+        """
+        return self._stateful
+
+    @stateful.setter
+    def stateful(self, value):
+        self._stateful = _check_bool(value, "stateful")
+        self._kept_state = None
+
+    def reset_state(self, state=None):
+        """Set the state the next :meth:`step` starts from in stateful mode.
+
+        Parameters
+        ----------
+        state : array or tuple of arrays, optional
+            None (the default) forgets the kept state: the next step starts from zeros,
+            whatever its batch size. Otherwise a state shaped as :meth:`step` takes it,
+            e.g. the final state of a :meth:`forward` over the history so far (only with
+            ``stateful`` set); it is copied.
+
+        Raises
+        ------
+        RuntimeError
+            When a ``state`` is given to a layer that is not stateful.
+        """
+        if state is None:
+            self._kept_state = None
+            return
+        if not self._stateful:
+            raise RuntimeError(
+                "reset_state: the layer is not stateful, so a kept state would never be used "
+                "(set stateful = True first)"
+            )
+        first = self._unpack_state(state, "state")[0]
+        self._check_array(first, "state")
+        batched = first.ndim == 3
+        B = first.shape[1] if batched else 1
+        states = self._check_step_states(state, B, batched)
+        self._kept_state = [self.backend.xp.array(s, order="C", copy=True) for s in states]
+
+    def step(self, x_t, state=None):
+        """Advance the layer by one time step: streaming inference.
+
+        Running ``step`` over the steps of a sequence gives what :meth:`forward` gives (in
+        ``eval()`` mode: ``step`` never applies dropout), to rounding. Nothing is kept for
+        :meth:`backward`. On the ``'cpu'`` backend one call of
+        :func:`numbarnn.kernels.step.lstm_layers_step` (or the RNN or GRU one) advances every
+        layer; on ``'cuda'`` the sequence drivers run with T = 1.
+
+        Parameters
+        ----------
+        x_t : array
+            (B, input_size), or unbatched (input_size,); the layer's dtype.
+        state : array or tuple of arrays, optional
+            The state to start from, as ``forward``'s ``hx``: (num_layers, B, hidden_size),
+            or (num_layers, hidden_size) unbatched; LSTM takes ``(h, c)`` (either may be
+            None). None means zeros, or in :attr:`stateful` mode the kept state.
+
+        Returns
+        -------
+        y_t : array
+            (B, hidden_size), or (hidden_size,) unbatched: the last layer's new hidden state.
+        state : array or tuple of arrays
+            The new state, shaped like ``state``: new arrays at every step (``y_t`` is a view
+            of the last layer's hidden state in them). In stateful mode they are also the kept
+            state: changing them in place changes the state the next step starts from.
+
+        Raises
+        ------
+        ValueError
+            For a bidirectional layer (its reverse direction needs the whole sequence), or
+            when in stateful mode the batch size differs from the kept state's.
+
+        Examples
+        --------
+        >>> m = LSTM(8, 32, num_layers=2, seed=0).eval()
+        >>> y_t, (h, c) = m.step(x_t)            # x_t (B, 8): y_t (B, 32), h and c (2, B, 32)
+        >>> y_t, (h, c) = m.step(x_next, (h, c))
+        >>> m.stateful = True                    # or keep the state inside the layer
+        >>> for x_t in stream:
+        ...     y_t, _ = m.step(x_t)
+        >>> m.reset_state()                      # the next step starts from zeros
+        """
+        if self.bidirectional:
+            raise ValueError(
+                f"step: {self!r} is bidirectional: its reverse direction reads the sequence "
+                "from the end, so it cannot run one step at a time (use forward)"
+            )
+        # Every check below is cheap: this runs once per time step, and a step of a small
+        # layer takes a few microseconds.
+        xp = self.backend.xp
+        if type(x_t) is not xp.ndarray or x_t.dtype != self.dtype:
+            self._check_array(x_t, "x_t")
+        shape = x_t.shape
+        batched = len(shape) == 2
+        if shape[-1:] != (self.input_size,) or not (batched or len(shape) == 1):
+            raise ValueError(
+                f"x_t: expected shape (B, {self.input_size}) or ({self.input_size},) "
+                f"(input_size {self.input_size}), got {tuple(shape)}"
+            )
+        x2 = x_t if batched else x_t[None]
+        B = x2.shape[0]
+        if B == 0:
+            raise ValueError(f"x_t: expected a non-empty batch, got shape {tuple(shape)}")
+        lstm = self.mode == "LSTM"
+        if state is not None:
+            states = self._check_step_states(state, B, batched)
+        elif self._stateful and self._kept_state is not None:
+            states = self._kept_state
+            if states[0].shape[1] != B:
+                raise ValueError(
+                    f"x_t: batch size {B} differs from the kept state's "
+                    f"{states[0].shape[1]} (call reset_state() to start a new batch)"
+                )
+        else:
+            zeros = xp.zeros((self.num_layers, B, self.hidden_size), self.dtype)
+            states = (zeros, zeros) if lstm else (zeros,)
+        state_shape = (self.num_layers, B, self.hidden_size)
+        new = (
+            (xp.empty(state_shape, self.dtype), xp.empty(state_shape, self.dtype)) if lstm
+            else (xp.empty(state_shape, self.dtype),)
+        )
+        if self.backend.name == "cpu":
+            kernel, weights, relu = self._cpu_step_plan()
+            if relu is None:
+                kernel(x2, *weights, *states, *new)
+            else:
+                kernel(x2, *weights, states[0], relu, new[0])
+        else:
+            self._step_with_drivers(x2, states, new)
+        if self._stateful:
+            self._kept_state = new
+        if not batched:
+            new = tuple(s[:, 0] for s in new)
+        # y_t is the last layer's new hidden state: a view of the returned state.
+        return new[0][-1], (new if lstm else new[0])
+
+    def _check_step_states(self, state, B, batched):
+        """Validate ``step``'s ``state``; return a tuple of (L, B, H) arrays (views, or zeros
+        for None)."""
+        xp = self.backend.xp
+        L, H = self.num_layers, self.hidden_size
+        expected = (L, B, H) if batched else (L, H)
+        values = self._unpack_state(state, "state")
+        for value in values:  # the common case first, without building messages
+            if type(value) is not xp.ndarray or value.dtype != self.dtype or value.shape != expected:
+                break
+        else:
+            return values if batched else tuple(v[:, None, :] for v in values)
+        names = ("state[0] (h)", "state[1] (c)") if self.mode == "LSTM" else ("state",)
+        checked = []
+        for value, name in zip(values, names):
+            if value is None:
+                checked.append(xp.zeros((L, B, H), self.dtype))
+                continue
+            self._check_array(value, name)
+            self._check_shape(value, name, expected)
+            checked.append(value if batched else value[:, None, :])
+        return tuple(checked)
+
+    def _cpu_step_plan(self):
+        """``(kernel, weights, relu)`` of the CPU step: the stacked kernel of
+        :mod:`numbarnn.kernels.step`, its weight tuples ``(w_ih, w_hh, b_ih, b_hh)`` with one
+        array per layer, and the ``relu`` flag (None for LSTM and GRU). Cached; rebuilt when
+        an array of ``params`` has been replaced (updates in place, as optimizers and
+        ``load_state_dict`` make them, reach the cached arrays)."""
+        plan = self._step_plan
+        if plan is not None:
+            params = self.params
+            for name, array in plan[0]:
+                if params.get(name) is not array:
+                    break
+            else:
+                return plan[1]
+        from .kernels import step as step_kernels
+
+        for name, p in self.params.items():
+            if not (isinstance(p, np.ndarray) and p.dtype == self.dtype and p.flags.c_contiguous):
+                raise ValueError(
+                    f"params[{name!r}]: expected a C-contiguous {self.dtype.name} NumPy array "
+                    "(replace parameters in place, e.g. with load_state_dict)"
+                )
+        kernel = {
+            "LSTM": step_kernels.lstm_layers_step, "GRU": step_kernels.gru_layers_step,
+            "RNN_TANH": step_kernels.rnn_layers_step, "RNN_RELU": step_kernels.rnn_layers_step,
+        }[self.mode]
+        relu = (self.mode == "RNN_RELU") if self.mode.startswith("RNN") else None
+        per_layer = [self._weights(layer, 0)[0] for layer in range(self.num_layers)]
+        weights = tuple(tuple(w) for w in zip(*per_layer))
+        self._step_plan = (tuple(self.params.items()), (kernel, weights, relu))
+        return self._step_plan[1]
+
+    def _step_with_drivers(self, x2, states, new):
+        """One step through the sequence drivers with T = 1: writes ``new`` from ``states``."""
+        xp = self.backend.xp
+        B = x2.shape[0]
+        lengths = xp.ones(B, dtype=np.int64)
+        layer_input = self.backend.asarray(x2[None])  # (1, B, I), on the device
+        states = [self.backend.asarray(s) for s in states]
+        for layer in range(self.num_layers):
+            weights, _ = self._weights(layer, 0)
+            y, final, _ = self._run_forward(
+                layer_input, weights, [s[layer] for s in states], False, lengths
+            )
+            for dst, src in zip(new, final):
+                dst[layer] = src
+            layer_input = y
 
 
 _COMMON_DOC = """

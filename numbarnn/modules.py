@@ -19,7 +19,9 @@ import math
 import numpy as np
 
 from .backend import get_backend
-from .layers import GRU, LSTM, RNN, _FLOAT_DTYPES, _check_bool, _check_positive_int
+from .layers import (
+    GRU, LSTM, RNN, _FLOAT_DTYPES, _check_bool, _check_lengths, _check_positive_int, _RNNBase,
+)
 
 
 def _check_dtype(dtype):
@@ -30,6 +32,20 @@ def _check_dtype(dtype):
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     return dtype
+
+
+def _array_module(a):
+    """NumPy for a NumPy array, else CuPy (the 'cuda' backend's arrays)."""
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy
+
+    return cupy.get_array_module(a)
+
+
+def _check_no_state(state, owner):
+    if state is not None:
+        raise ValueError(f"state: {owner} has no state, expected None, got {type(state).__name__}")
 
 
 def _check_input_array(value, name, dtype=None):
@@ -143,18 +159,41 @@ class Linear(_Module):
         y : array
             (..., out_features).
         """
-        x = _check_input_array(x, "x", self.dtype)
+        y = self._apply(x, "x")
+        # A private copy: backward must see the input as it was, whatever the caller does next.
+        self._saved = self.backend.xp.array(x, copy=True) if self.training else None
+        return y
+
+    def _apply(self, x, name):
+        x = _check_input_array(x, name, self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
-                f"x: expected in_features {self.in_features} in the last dimension, "
+                f"{name}: expected in_features {self.in_features} in the last dimension, "
                 f"got shape {tuple(x.shape)}"
             )
         y = x @ self.params["weight"].T
         if self.bias:
             y += self.params["bias"]
-        # A private copy: backward must see the input as it was, whatever the caller does next.
-        self._saved = self.backend.xp.array(x, copy=True) if self.training else None
         return y
+
+    def step(self, x_t, state=None):
+        """One time step of a streaming model (see :meth:`Sequential.step`).
+
+        Parameters
+        ----------
+        x_t : array
+            (..., in_features).
+        state : None
+            The module has no state.
+
+        Returns
+        -------
+        y_t : array
+            (..., out_features), as :meth:`forward` gives; nothing is kept for backward.
+        state : None
+        """
+        _check_no_state(state, "Linear")
+        return self._apply(x_t, "x_t"), None
 
     def backward(self, dy):
         """Backpropagate through the most recent training-mode :meth:`forward`.
@@ -241,7 +280,10 @@ class LastStep(_Module):
     >>> last = LastStep()
     >>> h = last(y)                   # y (T, B, F) -> h (B, F) = y[-1]
     >>> dy = last.backward(dh)        # dh (B, F) -> dy (T, B, F), zero except at t = T-1
+    >>> h = last(y, lengths=[5, 2])   # h[b] = y[lengths[b] - 1, b]
     """
+
+    _takes_lengths = True  # Sequential passes its ``lengths`` on
 
     def __init__(self, batch_first=False):
         self.batch_first = _check_bool(batch_first, "batch_first")
@@ -254,13 +296,24 @@ class LastStep(_Module):
         """The time axis of an input with ``ndim`` axes."""
         return 1 if ndim == 3 and self.batch_first else 0
 
-    def forward(self, x):
-        """Take the last time step.
+    def _index(self, xp, ndim, lengths):
+        """Index of each sequence's last valid step in an input with ``ndim`` axes."""
+        if ndim == 2:
+            return (int(lengths[0]) - 1,)
+        last = xp.asarray(lengths - 1)
+        batch = xp.arange(lengths.shape[0])
+        return (batch, last) if self.batch_first else (last, batch)
+
+    def forward(self, x, lengths=None):
+        """Take the last time step, or each sequence's last valid step.
 
         Parameters
         ----------
         x : array
             (T, B, F), or (B, T, F) when ``batch_first``, or unbatched (T, F).
+        lengths : array of int, optional
+            (B,) length of each sequence, each in [1, T] (a single integer for unbatched
+            input): take step ``lengths[b] - 1`` of sequence ``b``. None means T.
 
         Returns
         -------
@@ -273,10 +326,17 @@ class LastStep(_Module):
                 f"x: expected 3 dimensions ({'B, T' if self.batch_first else 'T, B'}, features) "
                 f"or 2 (T, features), got shape {tuple(x.shape)}"
             )
-        if x.shape[self._time_axis(x.ndim)] == 0:
+        axis = self._time_axis(x.ndim)
+        if x.shape[axis] == 0:
             raise ValueError(f"x: expected at least one time step, got shape {tuple(x.shape)}")
-        self._saved = (tuple(x.shape), x.dtype) if self.training else None
-        return x.take(-1, axis=self._time_axis(x.ndim))
+        if lengths is None:
+            index = (slice(None),) * axis + (-1,)
+        else:
+            B = x.shape[1 - axis] if x.ndim == 3 else 1
+            checked = _check_lengths(lengths, x.shape[axis], B, x.ndim == 3)
+            index = self._index(_array_module(x), x.ndim, checked)
+        self._saved = (tuple(x.shape), x.dtype, index) if self.training else None
+        return x[index].copy()
 
     def backward(self, dy):
         """Scatter the gradient of the last step into a zero gradient of the whole sequence.
@@ -289,17 +349,38 @@ class LastStep(_Module):
         Returns
         -------
         dx : array
-            Shaped like the input of :meth:`forward`, zero except at the last time step.
+            Shaped like the input of :meth:`forward`, zero except at the steps taken.
         """
-        shape, dtype = self._check_saved()
+        shape, dtype, index = self._check_saved()
         dy = _check_input_array(dy, "dy", dtype)
         axis = self._time_axis(len(shape))
         expected = shape[:axis] + shape[axis + 1 :]
         if tuple(dy.shape) != expected:
             raise ValueError(f"dy: expected shape {expected}, got {tuple(dy.shape)}")
         dx = np.zeros_like(dy, shape=shape)  # dispatches to CuPy for a CuPy dy
-        dx[(slice(None),) * axis + (-1,)] = dy
+        dx[index] = dy
         return dx
+
+    def step(self, x_t, state=None):
+        """One time step of a streaming model (see :meth:`Sequential.step`).
+
+        The last step of a one-step sequence is that step: ``x_t`` itself.
+
+        Parameters
+        ----------
+        x_t : array
+            (B, F) or (F,).
+        state : None
+            The module has no state.
+
+        Returns
+        -------
+        y_t : array
+            ``x_t`` (the same array).
+        state : None
+        """
+        _check_no_state(state, "LastStep")
+        return _check_input_array(x_t, "x_t"), None
 
     def state_dict(self):
         """An empty dict: the module has no parameters."""
@@ -350,6 +431,10 @@ class Sequential(_Module):
     final-state gradient) and its initial-state gradient is dropped. To carry states
     across calls (truncated BPTT), call the recurrent layer directly.
 
+    For streaming inference, :meth:`step` runs one time step through every layer and
+    carries the recurrent layers' states, passed in and out or kept inside the layers in
+    :attr:`stateful` mode.
+
     Examples
     --------
     >>> model = Sequential(GRU(8, 16, num_layers=2, seed=0), LastStep(), Linear(16, 3, seed=1))
@@ -357,7 +442,13 @@ class Sequential(_Module):
     >>> dx = model.backward(dlogits)   # (B, 3) -> (T, B, 8)
     >>> model.state_dict()["2.weight"].shape
     (3, 16)
+    >>> logits = model(x, lengths=[8, 3])   # padded batch: each sequence's last valid step
+    >>> model.stateful = True
+    >>> logits_t, _ = model.step(x[0])      # (B, 8) -> (B, 3), the state kept in the GRU
     """
+
+    _takes_lengths = True  # a Sequential inside a Sequential passes ``lengths`` on
+    _steps = None  # step's plan, built on first use (see _step_plan)
 
     def __init__(self, *layers):
         for i, layer in enumerate(layers):
@@ -398,13 +489,18 @@ class Sequential(_Module):
         """``"{index}.{name}"`` -> the layer's gradient array (the same object)."""
         return self._prefixed("grads")
 
-    def forward(self, x):
+    def forward(self, x, lengths=None):
         """Run the layers in order.
 
         Parameters
         ----------
         x : array
             Input of the first layer.
+        lengths : array of int, optional
+            (B,) length of each sequence of a padded batch, passed on to the layers that
+            take it (the recurrent layers, :class:`LastStep`, a nested ``Sequential``);
+            other layers (:class:`Linear`) see the padded steps too, whose outputs the
+            recurrent layers set to zero.
 
         Returns
         -------
@@ -412,10 +508,127 @@ class Sequential(_Module):
             Output of the last layer (for a recurrent last layer, only its ``y``).
         """
         for layer in self.layers:
-            x = layer.forward(x)
+            if lengths is not None and getattr(layer, "_takes_lengths", False):
+                x = layer.forward(x, lengths=lengths)
+            else:
+                x = layer.forward(x)
             if isinstance(x, tuple):
                 x = x[0]
         return x
+
+    def step(self, x_t, state=None):
+        """Run one time step through the layers: streaming inference.
+
+        Each layer's ``step`` is called in order (nested ``Sequential`` flattened): a
+        recurrent layer's :meth:`~numbarnn.LSTM.step`, ``Linear.step``, ``LastStep.step``
+        (which passes the step on); nothing is kept for backward. Stepping a ``Sequential``
+        over a sequence gives, at step ``t``, what :meth:`forward` gives on the sequence cut
+        after step ``t`` (in ``eval()`` mode).
+
+        Parameters
+        ----------
+        x_t : array
+            One time step of the input, e.g. (B, input_size) or (input_size,).
+        state : list, optional
+            One entry per recurrent layer, in order (as
+            :func:`numbarnn.training.stateful_forward` takes and returns it): each as the
+            layer's ``step`` takes it, or None for zeros. None means all None, or in
+            :attr:`stateful` mode the states kept in the layers.
+
+        Returns
+        -------
+        y_t : array
+            Output of the last layer for this step.
+        state : list
+            The new state of every recurrent layer.
+
+        Raises
+        ------
+        TypeError
+            When a layer has no ``step`` method.
+        ValueError
+            When ``state`` does not have one entry per recurrent layer, and from the
+            layers' checks (e.g. a bidirectional recurrent layer).
+        """
+        steps, n_recurrent = self._step_plan()
+        state = self._check_state_list(state, n_recurrent)
+        new = []
+        for layer_step, recurrent in steps:
+            if recurrent:
+                x_t, layer_state = layer_step(x_t, state[len(new)])
+                new.append(layer_state)
+            else:
+                x_t = layer_step(x_t)[0]
+        return x_t, new
+
+    def _step_plan(self):
+        """``((layer.step, is recurrent) for each flattened layer, number recurrent)``,
+        cached: the layers of a Sequential never change."""
+        plan = self._steps
+        if plan is None:
+            layers = list(self._leaves())
+            for i, layer in enumerate(layers):
+                if not hasattr(layer, "step"):
+                    raise TypeError(f"step: layer {i} ({type(layer).__name__}) has no step method")
+            recurrent = [isinstance(layer, _RNNBase) for layer in layers]
+            plan = self._steps = (
+                tuple(zip([layer.step for layer in layers], recurrent)), sum(recurrent)
+            )
+        return plan
+
+    def _leaves(self):
+        """The layers in order, with nested Sequentials flattened."""
+        for layer in self.layers:
+            if isinstance(layer, Sequential):
+                yield from layer._leaves()
+            else:
+                yield layer
+
+    def _recurrent_layers(self):
+        return [layer for layer in self._leaves() if isinstance(layer, _RNNBase)]
+
+    @staticmethod
+    def _check_state_list(state, n):
+        """``state``, checked to have ``n`` entries (None: all None)."""
+        if state is None:
+            return (None,) * n
+        if not isinstance(state, (list, tuple)) or len(state) != n:
+            got = type(state).__name__
+            if isinstance(state, (list, tuple)):
+                got += f" of length {len(state)}"
+            raise ValueError(
+                f"state: expected a list with one entry per recurrent layer ({n}), got {got}"
+            )
+        return state
+
+    @property
+    def stateful(self):
+        """bool: whether :meth:`step` keeps the recurrent layers' states between calls.
+
+        True when every recurrent layer is stateful; setting it sets it on every recurrent
+        layer (and forgets their kept states). See :meth:`numbarnn.LSTM.step`.
+        """
+        return all(layer.stateful for layer in self._recurrent_layers())
+
+    @stateful.setter
+    def stateful(self, value):
+        value = _check_bool(value, "stateful")
+        for layer in self._recurrent_layers():
+            layer.stateful = value
+
+    def reset_state(self, state=None):
+        """Set the states the next :meth:`step` starts from in stateful mode.
+
+        Parameters
+        ----------
+        state : list, optional
+            One entry per recurrent layer, as :meth:`step` (or
+            :func:`numbarnn.training.stateful_forward`) returns it, passed to each layer's
+            ``reset_state`` (None: zeros). None resets every layer to zeros.
+        """
+        layers = self._recurrent_layers()
+        for layer, layer_state in zip(layers, self._check_state_list(state, len(layers))):
+            layer.reset_state(layer_state)
 
     def backward(self, dy):
         """Backpropagate through the layers in reverse order, accumulating their gradients.
