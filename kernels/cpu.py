@@ -96,6 +96,14 @@ def _backprop_state(da_t, w_hh, dh, dh_saved, t, lengths):
 
 
 @_jit
+def _gate_blocks(row, H):
+    """The consecutive length-``H`` blocks of a (G*H,) row, for G = 3 or 4 (the 4th is
+    empty for G = 3). Loops from 0 over such views vectorise; loops over ``row[k*H + j]``
+    do not (measured)."""
+    return row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :]
+
+
+@_jit
 def _add_biases(x_proj, h_proj, b_ih, b_hh):
     """``h_proj = (x_proj + b_ih) + (h_proj + b_hh)`` for one row (PyTorch's summation order).
 
@@ -275,12 +283,12 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
                 continue
             _add_biases(g_row, pre, b_ih, b_hh)
             for gate in range(4):
-                for k in range(gate * H, (gate + 1) * H):
-                    g_row[k] = cells.lstm_gate_activation(pre[k], gate)
+                pre_gate, act = pre[gate * H : (gate + 1) * H], g_row[gate * H : (gate + 1) * H]
+                for j in range(H):
+                    act[j] = cells.lstm_gate_activation(pre_gate[j], gate)
+            i, f, g, o = _gate_blocks(g_row, H)
             for j in range(H):
-                c_row[j], h_row[j] = cells.lstm_state_update(
-                    g_row[j], g_row[H + j], g_row[2 * H + j], g_row[3 * H + j], c_row[j]
-                )
+                c_row[j], h_row[j] = cells.lstm_state_update(i[j], f[j], g[j], o[j], c_row[j])
         y[t] = h
         c[t] = cell
     h_n[:] = h
@@ -326,16 +334,13 @@ def lstm_backward(
             if t >= lengths[b]:
                 da_row[:] = 0
                 continue
+            i, f, g, o = _gate_blocks(g_row, H)
+            da_i, da_f, da_g, da_o = _gate_blocks(da_row, H)
             for j in range(H):
-                da_i, da_f, da_g, da_o, dc_prev = cells.lstm_cell_backward(
-                    g_row[j], g_row[H + j], g_row[2 * H + j], g_row[3 * H + j],
-                    c_row[j], c_prev_row[j], dh_row[j] + dy_row[j], dc_row[j],
+                da_i[j], da_f[j], da_g[j], da_o[j], dc_row[j] = cells.lstm_cell_backward(
+                    i[j], f[j], g[j], o[j], c_row[j], c_prev_row[j], dh_row[j] + dy_row[j],
+                    dc_row[j],
                 )
-                da_row[j] = da_i
-                da_row[H + j] = da_f
-                da_row[2 * H + j] = da_g
-                da_row[3 * H + j] = da_o
-                dc_row[j] = dc_prev
         _backprop_state(da[t], w_hh, dh, dh_saved, t, lengths)
     dh0[:] = dh
     dc0[:] = dcell
@@ -393,11 +398,13 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
             # vectorises loops over few arrays.
             for k in range(2 * H):
                 g_row[k] = cells.gru_gate(g_row[k] + b_ih[k], hp_row[k] + b_hh[k])
+            r, z, n, _ = _gate_blocks(g_row, H)
+            hp_n, b_ih_n, b_hh_n = hp_row[2 * H :], b_ih[2 * H :], b_hh[2 * H :]
             for j in range(H):
-                hn_row[j] = hp_row[2 * H + j] + b_hh[2 * H + j]
+                hn_row[j] = hp_n[j] + b_hh_n[j]
             for j in range(H):
-                g_row[2 * H + j], h_row[j] = cells.gru_state_update(
-                    g_row[2 * H + j] + b_ih[2 * H + j], hn_row[j], g_row[j], g_row[H + j], h_row[j]
+                n[j], h_row[j] = cells.gru_state_update(
+                    n[j] + b_ih_n[j], hn_row[j], r[j], z[j], h_row[j]
                 )
         y[t] = h
     h_n[:] = h
@@ -444,18 +451,15 @@ def gru_backward(
                 dah_row[:] = 0
                 dd_row[:] = dh_row  # the gradient passes through this padded step
                 continue
+            r, z, n, _ = _gate_blocks(g_row, H)
+            dax_r, dax_z, dax_n, _ = _gate_blocks(dax_row, H)
+            dah_r, dah_z, dah_n, _ = _gate_blocks(dah_row, H)
             for j in range(H):
-                da_r, da_z, da_n, dhn, dh_prev = cells.gru_cell_backward(
-                    g_row[j], g_row[H + j], g_row[2 * H + j], hn_row[j], hb_row[j],
-                    dh_row[j] + dy_row[j],
+                da_r, da_z, dax_n[j], dah_n[j], dd_row[j] = cells.gru_cell_backward(
+                    r[j], z[j], n[j], hn_row[j], hb_row[j], dh_row[j] + dy_row[j]
                 )
-                dax_row[j] = da_r
-                dax_row[H + j] = da_z
-                dax_row[2 * H + j] = da_n
-                dah_row[j] = da_r
-                dah_row[H + j] = da_z
-                dah_row[2 * H + j] = dhn
-                dd_row[j] = dh_prev
+                dax_r[j] = dah_r[j] = da_r
+                dax_z[j] = dah_z[j] = da_z
         np.dot(da_h[t], w_hh, dh)  # zero rows for padded steps: dh_direct carries them
         dh += dh_direct
     dh0[:] = dh
@@ -465,6 +469,6 @@ def gru_backward(
 _cache.flush_if_cells_changed(
     __name__,
     [_time_index, _states_before, _input_and_weight_grads,
-     _has_padding, _restore_padded_rows, _backprop_state, _add_biases,
+     _has_padding, _restore_padded_rows, _backprop_state, _gate_blocks, _add_biases,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )
