@@ -486,23 +486,18 @@ _njit_stream = None
 
 
 def _njit_stream_loop():
-    """A user's ``@njit`` loop calling the CPU LSTM driver one step at a time (built lazily,
-    not cached on disk: the cache would not notice changes to the driver it inlines)."""
+    """A user's ``@njit`` loop calling the batch-1 LSTM step kernel one step at a time (built
+    lazily, not cached on disk: the cache would not notice changes to the kernel it inlines)."""
     global _njit_stream
     if _njit_stream is None:
         from numba import njit
 
-        from .kernels import cpu
+        from .kernels import step
 
         @njit
-        def loop(xs, w_ih, w_hh, b_ih, b_hh, h, c, y, cs, gates, h_n, c_n):
-            lengths = np.ones(h.shape[0], dtype=np.int64)
+        def loop(xs, w_ih, w_hh, b_ih, b_hh, h, c):
             for s in range(xs.shape[0]):
-                cpu.lstm_forward(
-                    xs[s], w_ih, w_hh, b_ih, b_hh, h, c, False, lengths, y, cs, gates, h_n, c_n
-                )
-                h[:] = h_n
-                c[:] = c_n
+                step.lstm_step_vector(xs[s], w_ih, w_hh, b_ih, b_hh, h, c, h, c)
 
         _njit_stream = loop
     return _njit_stream
@@ -537,7 +532,7 @@ def _streaming_impls(torch, dtype, notes):
     if hasattr(model, "step"):
         x_t = x1[0]
         try:
-            out = model.step(x_t, (zeros[:, 0].copy(), zeros[:, 0].copy()))
+            out = model.step(x_t, (zeros.copy(), zeros.copy()))
             step_state = [out[1] if isinstance(out, tuple) and len(out) == 2 else out]
 
             def layer_step():
@@ -553,22 +548,19 @@ def _streaming_impls(torch, dtype, notes):
     steps = 200
     try:
         p = model.params
-        xs = np.ascontiguousarray(np.broadcast_to(x1, (steps, 1, 1, I)))
-        arrays = [np.zeros((1, H), dtype) for _ in range(2)]
-        outs = [np.empty((1, 1, H), dtype), np.empty((1, 1, H), dtype),
-                np.empty((1, 1, 4 * H), dtype), np.empty((1, H), dtype), np.empty((1, H), dtype)]
+        xs = np.ascontiguousarray(np.broadcast_to(x1[0, 0], (steps, I)))
         loop = _njit_stream_loop()
         args = (xs, p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"],
-                *arrays, *outs)
+                np.zeros(H, dtype), np.zeros(H, dtype))
         loop(*args)
 
         def njit_steps():
             loop(*args)
 
         impls["numbarnn-njit"] = njit_steps
-        methods["numbarnn-njit"] = f"@njit loop over cpu.lstm_forward with T=1 ({steps} steps/call)"
+        methods["numbarnn-njit"] = f"@njit loop over step.lstm_step_vector ({steps} steps/call)"
     except Exception as exc:  # noqa: BLE001 -- the driver's signature may have changed
-        notes.append(f"streaming: the @njit loop over cpu.lstm_forward failed: {exc!r:.200}")
+        notes.append(f"streaming: the @njit loop over step.lstm_step_vector failed: {exc!r:.200}")
     if torch is not None:
         xt = torch.from_numpy(x1[0].copy())
         hc = [(torch.zeros(1, H, dtype=xt.dtype), torch.zeros(1, H, dtype=xt.dtype))]
