@@ -69,7 +69,53 @@ def _check_lengths(lengths, T, B, batched):
     return checked.astype(np.int64)
 
 
-class _RNNBase:
+def _check_dtype(dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return dtype
+
+
+class Module:
+    """What every numbarnn layer and module shares.
+
+    Calling a module runs its ``forward``; ``params`` and ``grads`` are dicts of arrays;
+    ``forward`` in training mode keeps in ``_saved`` what ``backward`` needs.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def zero_grad(self):
+        """Set every gradient in ``grads`` to zero (in place)."""
+        for g in self.grads.values():
+            g[...] = 0
+
+    def train(self, mode=True):
+        """Switch training mode on (``forward`` keeps what ``backward`` needs) or off."""
+        self.training = _check_bool(mode, "mode")
+        if not self.training:
+            self._saved = None
+        return self
+
+    def eval(self):
+        """Switch to evaluation mode (``forward`` keeps nothing for backward)."""
+        return self.train(False)
+
+    def _check_saved(self):
+        """What the last training-mode ``forward`` kept; a clear error when there is none."""
+        if self._saved is None:
+            raise RuntimeError(
+                "backward() needs a forward() in training mode first "
+                f"(training={self.training}; call train() and run forward again)"
+            )
+        return self._saved
+
+
+class _RNNBase(Module):
     """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
 
     _takes_lengths = True  # Sequential passes its ``lengths`` on
@@ -108,12 +154,7 @@ class _RNNBase:
                 stacklevel=3,
             )
         self.bidirectional = _check_bool(bidirectional, "bidirectional")
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-        if self.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
+        self.dtype = _check_dtype(dtype)
         self.backend = get_backend(backend)
         self.num_directions = 2 if self.bidirectional else 1
         self.training = True
@@ -162,22 +203,6 @@ class _RNNBase:
         weights = [self.params[n] for n in names] + [self._zero_bias, self._zero_bias]
         grads = [self.grads[n] for n in names] + [self._bias_grad_sink, self._bias_grad_sink]
         return weights, grads
-
-    def zero_grad(self):
-        """Set every gradient in ``grads`` to zero (in place)."""
-        for g in self.grads.values():
-            g[...] = 0
-
-    def train(self, mode=True):
-        """Switch training mode on (``forward`` keeps what ``backward`` needs) or off."""
-        self.training = _check_bool(mode, "mode")
-        if not self.training:
-            self._saved = None
-        return self
-
-    def eval(self):
-        """Switch to evaluation mode (``forward`` keeps nothing for backward)."""
-        return self.train(False)
 
     def state_dict(self):
         """A dict of NumPy copies of the parameters, with PyTorch's names and shapes."""
@@ -424,7 +449,6 @@ class _RNNBase:
         all_states = [self._states_to_user_layout(a, batched) for a in all_states]
         return y, state, (tuple(all_states) if self.mode == "LSTM" else all_states[0])
 
-    __call__ = forward
 
     def _dropout_mask(self, shape):
         """Inverted-dropout mask: 0 with probability ``dropout``, else 1 / (1 - dropout)."""
@@ -480,12 +504,7 @@ class _RNNBase:
         dstate0 : array or tuple of arrays
             Gradient w.r.t. the initial state(s), shaped like ``h_n`` (and ``c_n``).
         """
-        if self._saved is None:
-            raise RuntimeError(
-                "backward() needs a forward() in training mode first "
-                f"(training={self.training}; call train() and run forward again)"
-            )
-        saved, masks, lengths, batched, B = self._saved
+        saved, masks, lengths, batched, B = self._check_saved()
         xp = self.backend.xp
         H, D = self.hidden_size, self.num_directions
         T = saved[0][0].shape[0]

@@ -20,18 +20,9 @@ import numpy as np
 
 from .backend import get_backend
 from .layers import (
-    GRU, LSTM, RNN, _FLOAT_DTYPES, _check_bool, _check_lengths, _check_positive_int, _RNNBase,
+    GRU, LSTM, RNN, Module, _check_bool, _check_dtype, _check_lengths, _check_positive_int,
+    _RNNBase,
 )
-
-
-def _check_dtype(dtype):
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    return dtype
 
 
 def _array_module(a):
@@ -59,38 +50,7 @@ def _check_input_array(value, name, dtype=None):
     return value
 
 
-class _Module:
-    """Shared bookkeeping of the modules defined here (not of the recurrent layers)."""
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
-
-    def zero_grad(self):
-        """Set every gradient in ``grads`` to zero (in place)."""
-        for g in self.grads.values():
-            g[...] = 0
-
-    def train(self, mode=True):
-        """Switch training mode on (``forward`` keeps what ``backward`` needs) or off."""
-        self.training = _check_bool(mode, "mode")
-        if not self.training:
-            self._saved = None
-        return self
-
-    def eval(self):
-        """Switch to evaluation mode (``forward`` keeps nothing for backward)."""
-        return self.train(False)
-
-    def _check_saved(self):
-        if self._saved is None:
-            raise RuntimeError(
-                "backward() needs a forward() in training mode first "
-                f"(training={self.training}; call train() and run forward again)"
-            )
-        return self._saved
-
-
-class Linear(_Module):
+class Linear(Module):
     """Affine map over the last axis, as ``torch.nn.Linear``: ``y = x @ weight.T + bias``.
 
     Parameters
@@ -261,7 +221,7 @@ class Linear(_Module):
         )
 
 
-class LastStep(_Module):
+class LastStep(Module):
     """The last time step of a sequence, e.g. the output of a recurrent layer.
 
     Parameters
@@ -404,7 +364,7 @@ _MODULE_ATTRIBUTES = (
 )
 
 
-class Sequential(_Module):
+class Sequential(Module):
     """Modules applied one after the other; their interfaces composed.
 
     Parameters
