@@ -105,6 +105,43 @@ class Module:
         """Switch to evaluation mode (``forward`` keeps nothing for backward)."""
         return self.train(False)
 
+    def state_dict(self):
+        """A dict of NumPy copies of the parameters, under the names of ``params``."""
+        return {name: self.backend.to_numpy(p) for name, p in self.params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Copy parameters in place from a dict name -> array (e.g. a converted torch ``state_dict``).
+
+        Values are cast to the module's dtype. Every name must be present with the right
+        shape; all are checked before anything changes, so a failed load changes nothing.
+
+        Raises
+        ------
+        KeyError
+            When names are missing or unexpected.
+        ValueError
+            When a shape differs.
+        """
+        self._check_state_dict(state_dict)
+        for name, p in self.params.items():
+            p[...] = self.backend.xp.asarray(state_dict[name], dtype=self.dtype)
+
+    def _check_state_dict(self, state_dict):
+        """Raise unless ``state_dict`` holds exactly the names of ``params``, shaped alike."""
+        params = self.params
+        missing = [n for n in params if n not in state_dict]
+        unexpected = [n for n in state_dict if n not in params]
+        if missing or unexpected:
+            raise KeyError(
+                f"state_dict: missing keys {missing}, unexpected keys {unexpected} for {self!r}"
+            )
+        for name, p in params.items():
+            shape = tuple(np.shape(state_dict[name]))
+            if shape != tuple(p.shape):
+                raise ValueError(
+                    f"state_dict[{name!r}]: expected shape {tuple(p.shape)}, got {shape}"
+                )
+
     def _check_saved(self):
         """What the last training-mode ``forward`` kept; a clear error when there is none."""
         if self._saved is None:
@@ -203,40 +240,6 @@ class _RNNBase(Module):
         weights = [self.params[n] for n in names] + [self._zero_bias, self._zero_bias]
         grads = [self.grads[n] for n in names] + [self._bias_grad_sink, self._bias_grad_sink]
         return weights, grads
-
-    def state_dict(self):
-        """A dict of NumPy copies of the parameters, with PyTorch's names and shapes."""
-        return {name: self.backend.to_numpy(p) for name, p in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Copy parameters in place from a dict name -> array (e.g. a converted torch ``state_dict``).
-
-        Values are cast to the layer's dtype. Every name must be present with the right shape.
-
-        Raises
-        ------
-        KeyError
-            When names are missing or unexpected.
-        ValueError
-            When a shape differs.
-        """
-        missing = [n for n in self.params if n not in state_dict]
-        unexpected = [n for n in state_dict if n not in self.params]
-        if missing or unexpected:
-            raise KeyError(
-                f"state_dict: missing keys {missing}, unexpected keys {unexpected} "
-                f"for {self!r}"
-            )
-        values = {}
-        for name, p in self.params.items():
-            v = np.asarray(state_dict[name])
-            if v.shape != p.shape:
-                raise ValueError(
-                    f"state_dict[{name!r}]: expected shape {p.shape}, got {v.shape}"
-                )
-            values[name] = v
-        for name, v in values.items():  # all checked first: a failed load changes nothing
-            self.params[name][...] = self.backend.xp.asarray(v, dtype=self.dtype)
 
     def __repr__(self):
         extra = "".join(

@@ -180,35 +180,6 @@ class Linear(Module):
             self.grads["bias"] += dy2.sum(axis=0)
         return dy @ self.params["weight"]
 
-    def state_dict(self):
-        """A dict of NumPy copies of the parameters (``weight``, ``bias``)."""
-        return {name: self.backend.to_numpy(p) for name, p in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Copy parameters in place from a dict name -> array, cast to the module's dtype.
-
-        Raises
-        ------
-        KeyError
-            When names are missing or unexpected.
-        ValueError
-            When a shape differs.
-        """
-        missing = [n for n in self.params if n not in state_dict]
-        unexpected = [n for n in state_dict if n not in self.params]
-        if missing or unexpected:
-            raise KeyError(
-                f"state_dict: missing keys {missing}, unexpected keys {unexpected} for {self!r}"
-            )
-        for name, p in self.params.items():
-            shape = tuple(np.shape(state_dict[name]))
-            if shape != tuple(p.shape):
-                raise ValueError(
-                    f"state_dict[{name!r}]: expected shape {tuple(p.shape)}, got {shape}"
-                )
-        for name, p in self.params.items():  # all checked first: a failed load changes nothing
-            p[...] = self.backend.xp.asarray(state_dict[name], dtype=self.dtype)
-
     def config(self):
         """JSON-serializable architecture: ``{"class": "Linear", "args": {...}}``."""
         args = dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias)
@@ -641,19 +612,7 @@ class Sequential(Module):
         ValueError
             When a shape differs.
         """
-        params = self.params
-        missing = [n for n in params if n not in state_dict]
-        unexpected = [n for n in state_dict if n not in params]
-        if missing or unexpected:
-            raise KeyError(
-                f"state_dict: missing keys {missing}, unexpected keys {unexpected} for {self!r}"
-            )
-        for name, p in params.items():
-            shape = tuple(np.shape(state_dict[name]))
-            if shape != tuple(p.shape):
-                raise ValueError(
-                    f"state_dict[{name!r}]: expected shape {tuple(p.shape)}, got {shape}"
-                )
+        self._check_state_dict(state_dict)
         for i, layer in enumerate(self.layers):
             prefix = f"{i}."
             layer.load_state_dict(
