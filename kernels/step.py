@@ -50,7 +50,7 @@ Conventions (as in :mod:`numbarnn.kernels.cpu`):
 import numpy as np
 from numba import njit
 
-from . import _cache, cells
+from . import _cache, cpu
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -86,59 +86,28 @@ def _matvec(w, v, out):
 
 # ------------------------------------------------------------------ one row of the cell math
 #
-# ``xw`` and ``hw`` (G*H,) hold the products ``W_ih x`` and ``W_hh h`` on entry and are used
-# as scratch; the biases are added in PyTorch's summation order. The loops run over slices
-# from index 0 with few arrays each: LLVM vectorises those (with offsets such as
-# ``xw[2 * H + j]`` in the index it did not, 4x slower measured), and the new state goes to
-# scratch first and is copied out, so that ``h_out`` may be ``h`` without defeating
-# vectorisation (a loop reading ``c[j]`` and writing ``c_out[j]`` falls back to scalar code
-# when the two overlap).
+# The sequence drivers' row functions (:mod:`numbarnn.kernels.cpu`), with ``xw`` and ``hw``
+# (G*H,) holding ``W_ih x`` and ``W_hh h`` on entry. Those write a new state that must not
+# overlap the old one; here ``h_out`` may be ``h``, so the state goes through the free
+# part of ``hw`` first.
 
-
-@_jit
-def _rnn_row(xw, hw, b_ih, b_hh, relu, h_out):
-    for k in range(h_out.shape[0]):
-        xw[k] = (xw[k] + b_ih[k]) + (hw[k] + b_hh[k])
-    if relu:
-        for k in range(h_out.shape[0]):
-            xw[k] = cells.rnn_relu_cell_forward(xw[k])
-    else:
-        for k in range(h_out.shape[0]):
-            xw[k] = cells.rnn_tanh_cell_forward(xw[k])
-    h_out[:] = xw
+_rnn_row = cpu._rnn_row  # its output never overlaps what it reads
 
 
 @_jit
 def _lstm_row(xw, hw, b_ih, b_hh, c, h_out, c_out):
-    H = h_out.shape[0]
-    for k in range(4 * H):
-        xw[k] = (xw[k] + b_ih[k]) + (hw[k] + b_hh[k])
-    for gate in range(4):
-        a = xw[gate * H : (gate + 1) * H]
-        for j in range(H):
-            a[j] = cells.lstm_gate_activation(a[j], gate)
-    i, f, g, o = xw[:H], xw[H : 2 * H], xw[2 * H : 3 * H], xw[3 * H :]
+    H = c.shape[0]
     c_new, h_new = hw[:H], hw[H : 2 * H]
-    for j in range(H):
-        c_new[j], h_new[j] = cells.lstm_state_update(i[j], f[j], g[j], o[j], c[j])
+    cpu._lstm_row(xw, hw, b_ih, b_hh, c, h_new, c_new)
     c_out[:] = c_new
     h_out[:] = h_new
 
 
 @_jit
 def _gru_row(xw, hw, b_ih, b_hh, h, h_out):
-    H = h_out.shape[0]
-    for k in range(3 * H):
-        xw[k] += b_ih[k]
-        hw[k] += b_hh[k]
-    x_r, x_z, x_n = xw[:H], xw[H : 2 * H], xw[2 * H :]
-    h_r, h_z, h_n = hw[:H], hw[H : 2 * H], hw[2 * H :]
-    for j in range(H):
-        x_r[j] = cells.gru_gate(x_r[j], h_r[j])
-        x_z[j] = cells.gru_gate(x_z[j], h_z[j])
-    h_new = h_r
-    for j in range(H):
-        _, h_new[j] = cells.gru_state_update(x_n[j], h_n[j], x_r[j], x_z[j], h[j])
+    H = h.shape[0]
+    h_new = hw[:H]
+    cpu._gru_row(xw, hw, b_ih, b_hh, h, h_new, hw[2 * H :])  # h_n_proj stays where it is
     h_out[:] = h_new
 
 
@@ -390,7 +359,7 @@ def gru_layers_step(x, w_ih, w_hh, b_ih, b_hh, h, h_out):
 
 _cache.flush_if_cells_changed(
     __name__,
-    [_matvec, _rnn_row, _lstm_row, _gru_row, rnn_step_vector, lstm_step_vector,
+    [_matvec, _lstm_row, _gru_row, rnn_step_vector, lstm_step_vector,
      gru_step_vector, rnn_step, lstm_step, gru_step, rnn_layers_step, lstm_layers_step,
      gru_layers_step],
 )
