@@ -505,8 +505,6 @@ def _njit_stream_loop():
 
 def _streaming_impls(torch, dtype, notes):
     """One LSTM step, batch 1, from Python and from @njit; torch.nn.LSTMCell."""
-    import numbarnn
-
     I, H = STREAM_SIZE
     rng = np.random.default_rng(1)
     x1 = rng.standard_normal((1, 1, I)).astype(dtype)
