@@ -34,11 +34,31 @@ They are plain ``@njit`` functions and can be called from Python or from a user'
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from . import _cache, cells
 
 _jit = njit(cache=True, error_model="numpy")
+
+# The BLAS gemm wrapper that Numba's own ``np.dot`` calls (SciPy's BLAS), by symbol name so
+# that cached functions stay valid in a new process. Unlike ``np.dot`` it takes strided
+# 2-D views (a gate's block of columns) and accumulates into its output.
+_xxgemm = types.ExternalFunction(
+    "numba_xxgemm",
+    types.intc(
+        types.char, types.char, types.char,  # kind ('s'/'d'), transa, transb
+        types.intp, types.intp, types.intp,  # m, n, k
+        types.voidptr, types.voidptr, types.intp,  # alpha, a, lda
+        types.voidptr, types.intp,  # b, ldb
+        types.voidptr, types.voidptr, types.intp,  # beta, c, ldc
+    ),
+)
+
+# OpenBLAS multiplies matrices with M*N*K up to 100**3 by its small-matrix kernels, which
+# skip packing: at B=16, H=128 one product per gate with the gate's weights transposed
+# and contiguous runs 1.7-2.4x faster than one (B, G*H) product (measured, float32 and
+# float64, 1 and 2 threads); above the limit the single product is 5-12% faster.
+_SMALL_GEMM = 100**3
 
 
 @_jit
@@ -81,6 +101,89 @@ def _restore_padded_rows(dh, saved, t, lengths):
 
 
 @_jit
+def _blas_operand(x):
+    """BLAS transpose flag and leading dimension of a 2-D view whose rows or whose columns
+    are contiguous, read as the column-major matrix ``x.T``."""
+    rows, cols = x.shape
+    size = x.itemsize
+    if x.strides[1] == size or cols == 1:
+        return ord("N"), max(x.strides[0] // size, cols, 1)
+    if x.strides[0] == size or rows == 1:
+        return ord("T"), max(x.strides[1] // size, rows, 1)
+    raise ValueError("_gemm: an operand has neither contiguous rows nor contiguous columns")
+
+
+@_jit
+def _gemm(a, b, out, accumulate):
+    """``out = a @ b``, or ``out += a @ b`` when ``accumulate``.
+
+    ``a`` (M, K), ``b`` (K, N) and ``out`` (M, N) are 2-D views of one float dtype with
+    contiguous rows or contiguous columns (``w.T`` or a block of columns is fine); ``out``
+    has contiguous rows and must not overlap ``a`` or ``b``.
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    # Row-major out = a @ b is column-major out.T = b.T @ a.T.
+    trans_b, ld_b = _blas_operand(b)
+    trans_a, ld_a = _blas_operand(a)
+    _, ld_out = _blas_operand(out)
+    scalars = np.array([1.0, 1.0 if accumulate else 0.0], dtype=out.dtype)
+    kind = ord("s") if out.itemsize == 4 else ord("d")
+    _xxgemm(
+        kind, trans_b, trans_a, n, m, k, scalars[0:].ctypes, b.ctypes, ld_b,
+        a.ctypes, ld_a, scalars[1:].ctypes, out.ctypes, ld_out,
+    )
+
+
+@_jit
+def _gate_weights_t(w_hh, B):
+    """The recurrent weights as :func:`_recurrent_product` wants them for batch ``B``.
+
+    Returns (G, H, H) with ``[g]`` gate ``g``'s block of ``w_hh`` (G*H, H) transposed and
+    contiguous when a per-gate product is small (``B*H*H <= _SMALL_GEMM``), else an empty
+    (0, H, H) array: the product is then one GEMM with ``w_hh`` itself. Also empty for
+    ``B == 1``, where both ways run at the same speed (measured).
+    """
+    GH, H = w_hh.shape
+    if B == 1 or B * H * H > _SMALL_GEMM:
+        return np.empty((0, H, H), dtype=w_hh.dtype)
+    G = GH // H
+    out = np.empty((G, H, H), dtype=w_hh.dtype)
+    for g in range(G):
+        out[g] = w_hh[g * H : (g + 1) * H].T
+    return out
+
+
+@_jit
+def _recurrent_product(h, w_hh, w_gates_t, out):
+    """``out = h @ w_hh.T``: (B, H) times (G*H, H) into (B, G*H); ``w_gates_t`` comes from
+    :func:`_gate_weights_t`."""
+    if w_gates_t.shape[0] == 0:
+        np.dot(h, w_hh.T, out)
+        return
+    H = h.shape[1]
+    for g in range(w_gates_t.shape[0]):
+        _gemm(h, w_gates_t[g], out[:, g * H : (g + 1) * H], False)
+
+
+@_jit
+def _state_gradient(da_t, w_hh, dh, accumulate):
+    """``dh = da_t @ w_hh`` (or ``+=``): (B, G*H) times (G*H, H) into (B, H).
+
+    Summed over gates when the whole product is too big for OpenBLAS's small-matrix
+    kernels but one gate's is not (see ``_SMALL_GEMM``).
+    """
+    B, H = dh.shape
+    GH = w_hh.shape[0]
+    if B * H * H <= _SMALL_GEMM < B * GH * H:
+        for g in range(GH // H):
+            block = slice(g * H, (g + 1) * H)
+            _gemm(da_t[:, block], w_hh[block], dh, accumulate or g > 0)
+    else:
+        _gemm(da_t, w_hh, dh, accumulate)
+
+
+@_jit
 def _backprop_state(da_t, w_hh, dh, dh_saved, t, lengths):
     """``dh = da_t @ w_hh``: the gradient w.r.t. the state step ``t`` started from.
 
@@ -90,7 +193,7 @@ def _backprop_state(da_t, w_hh, dh, dh_saved, t, lengths):
     padded = _has_padding(t, lengths)
     if padded:
         dh_saved[:] = dh
-    np.dot(da_t, w_hh, dh)
+    _state_gradient(da_t, w_hh, dh, False)
     if padded:
         _restore_padded_rows(dh, dh_saved, t, lengths)
 
@@ -188,8 +291,8 @@ def _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_
     da_x2 = da_x.reshape((T * B, GH))
     da_h2 = da_h.reshape((T * B, GH))
     np.dot(da_x2, w_ih, dx.reshape((T * B, I)))
-    dw_ih += np.dot(da_x2.T, x.reshape((T * B, I)))
-    dw_hh += np.dot(da_h2.T, h_before.reshape((T * B, H)))
+    _gemm(da_x2.T, x.reshape((T * B, I)), dw_ih, True)
+    _gemm(da_h2.T, h_before.reshape((T * B, H)), dw_hh, True)
     db_ih += da_x2.sum(axis=0)
     db_hh += da_h2.sum(axis=0)
 
@@ -228,9 +331,10 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     h_proj = np.empty((B, H), dtype=x.dtype)
+    w_gates_t = _gate_weights_t(w_hh, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        np.dot(h, w_hh.T, h_proj)
+        _recurrent_product(h, w_hh, w_gates_t, h_proj)
         for b in range(B):
             if t >= lengths[b]:
                 continue  # past this sequence's end: its state carries over
@@ -323,9 +427,10 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     cell = np.empty((B, H), dtype=x.dtype)
     cell[:] = c0
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
+    w_gates_t = _gate_weights_t(w_hh, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        np.dot(h, w_hh.T, h_proj)
+        _recurrent_product(h, w_hh, w_gates_t, h_proj)
         for b in range(B):
             if t >= lengths[b]:  # past this sequence's end: its state carries over
                 gates[t, b] = 0
@@ -429,9 +534,10 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
+    w_gates_t = _gate_weights_t(w_hh, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        np.dot(h, w_hh.T, h_proj)
+        _recurrent_product(h, w_hh, w_gates_t, h_proj)
         for b in range(B):
             if t >= lengths[b]:  # past this sequence's end: its state carries over
                 gates[t, b] = 0
@@ -493,8 +599,8 @@ def gru_backward(
                 )
                 dax_r[j] = dah_r[j] = da_r
                 dax_z[j] = dah_z[j] = da_z
-        np.dot(da_h[t], w_hh, dh)  # zero rows for padded steps: dh_direct carries them
-        dh += dh_direct
+        dh[:] = dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
+        _state_gradient(da_h[t], w_hh, dh, True)
     dh0[:] = dh
     _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
 
@@ -502,7 +608,8 @@ def gru_backward(
 _cache.flush_if_cells_changed(
     __name__,
     [_time_index, _states_before, _input_and_weight_grads,
-     _has_padding, _restore_padded_rows, _backprop_state, _gate_blocks, _add_biases,
+     _has_padding, _restore_padded_rows, _blas_operand, _gemm, _gate_weights_t,
+     _recurrent_product, _state_gradient, _backprop_state, _gate_blocks, _add_biases,
      _rnn_row, _lstm_row, _gru_row,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )

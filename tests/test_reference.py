@@ -270,6 +270,23 @@ def test_driver_edge_sizes(mode):
                              f"{mode} reverse={reverse} T{T}B{B}I{I}H{H} {name}")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("B", [6, 16], ids=["per-gate", "one-gemm"])
+@pytest.mark.parametrize("mode", MODES)
+def test_driver_recurrent_product_paths(mode, B, dtype):
+    """Both ways of doing the recurrent products (one GEMM per gate for small products,
+    else one GEMM; see ``cpu._SMALL_GEMM``) match the reference. At H = 256, B = 6 runs
+    the forward, and the LSTM and GRU backward, gate by gate; B = 16 runs single GEMMs."""
+    H, G = 256, ref.GATES[mode]
+    per_gate = B * H * H <= cpu._SMALL_GEMM
+    assert per_gate == (B == 6)
+    if per_gate and mode in ("lstm", "gru"):
+        assert B * G * H * H > cpu._SMALL_GEMM  # the backward sums over gates too
+    results, _ = run_driver_case(mode, True, dtype, T=3, B=B, I=5, H=H, seed=5)
+    for name, actual, expected in results:
+        assert_close(actual, expected, dtype, f"{mode} B={B} H={H} {name}")
+
+
 def test_driver_states_in_any_layout():
     """h0, c0, dh_n, dc_n may have any layout (the docstring promises it)."""
     results, _ = run_driver_case("lstm", True, np.float64, state_layout="F")
