@@ -1,25 +1,31 @@
-"""Keep Numba's on-disk cache of the drivers in step with cells.py.
+"""Keep Numba's on-disk cache of the kernels in step with the sources compiled into them.
 
-Numba keys a cached function on the file that defines it (cpu.py, cuda.py), not on the
-cells.py functions inlined into it: after cells.py changes, a cached driver would still
-run the old cell math. Each driver module calls :func:`flush_if_cells_changed` once at
-import; it drops the module's cached functions when the hash of cells.py differs from the
-one recorded beside the cache.
+Numba keys a cached function on the file that defines it, not on the functions of other
+files compiled into it: the cell math of cells.py is inlined into every driver and
+kernel, and step.py calls the row functions and BLAS helpers of cpu.py. After one of
+those files changes, a cached kernel would still run the old code. Each kernel module
+calls :func:`flush_if_sources_changed` once at import; it drops the module's cached
+functions when the hash of the shared sources differs from the one recorded beside the
+cache.
 """
 
 import hashlib
 from pathlib import Path
 
-_CELLS_DIGEST = hashlib.sha256(Path(__file__).with_name("cells.py").read_bytes()).hexdigest()
+_SHARED_SOURCES = ("cells.py", "cpu.py")
+_DIGEST = hashlib.sha256(
+    b"".join(Path(__file__).with_name(name).read_bytes() for name in _SHARED_SOURCES)
+).hexdigest()
 
 
-def flush_if_cells_changed(module_name, dispatchers):
-    """Flush the disk cache of ``dispatchers`` when cells.py changed since it was written.
+def flush_if_sources_changed(module_name, dispatchers):
+    """Flush the disk cache of ``dispatchers`` when a shared source changed since it was
+    written.
 
     Parameters
     ----------
     module_name : str
-        Names the stamp file, one per driver module.
+        Names the stamp file, one per kernel module.
     dispatchers : iterable of numba dispatchers
         Cached (``cache=True``) dispatchers; any without a disk cache are skipped.
     """
@@ -27,13 +33,13 @@ def flush_if_cells_changed(module_name, dispatchers):
     caches = [c for c in caches if getattr(c, "_cache_path", None)]
     if not caches:
         return
-    stamp = Path(caches[0]._cache_path) / f"{module_name}.cells.sha256"
+    stamp = Path(caches[0]._cache_path) / f"{module_name}.sources.sha256"
     try:
-        if stamp.is_file() and stamp.read_text() == _CELLS_DIGEST:
+        if stamp.is_file() and stamp.read_text() == _DIGEST:
             return
         for cache in caches:
             cache.flush()
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(_CELLS_DIGEST)
+        stamp.write_text(_DIGEST)
     except OSError:  # a read-only cache location: Numba then recompiles as needed
         pass

@@ -9,6 +9,9 @@ Each driver follows the same plan:
   loop and one GEMM for the gradient w.r.t. the previous hidden state), then the input
   gradient and the weight gradients as GEMMs over all time steps at once.
 
+The per-step GEMMs go through BLAS's small-matrix kernels tile by tile, with the
+recurrent weights cut into tiles once per call (see ``_SMALL_GEMM`` for when and why).
+
 They are plain ``@njit`` functions and can be called from Python or from a user's own
 ``@njit`` code. Conventions shared by all drivers:
 
@@ -18,7 +21,8 @@ They are plain ``@njit`` functions and can be called from Python or from a user'
   ``(G*H, H)``, ``b_ih`` and ``b_hh`` are ``(G*H,)`` (pass zeros for a layer without bias),
   so a layer's ``params`` (or a converted torch ``state_dict``) can be handed in directly.
 * ``x``, ``dy``, ``w_ih``, ``w_hh`` and every output array are C-contiguous and of one
-  float dtype (float32 or float64) shared by all arguments. ``h0``, ``c0``, ``dh_n`` and ``dc_n`` may have any layout.
+  float dtype (float32 or float64) shared by all arguments. ``h0``, ``c0``, ``dh_n`` and
+  ``dc_n`` may have any layout.
 * Time index ``t`` of every saved array is the true time step: with ``reverse=True`` the
   sequence is processed from ``t = T-1`` down to ``0``, as in the backward direction of a
   bidirectional layer.
@@ -33,6 +37,11 @@ They are plain ``@njit`` functions and can be called from Python or from a user'
   (``dw_ih, dw_hh, db_ih, db_hh``) are accumulated into (``+=``), as PyTorch does.
 """
 
+import ctypes
+import glob
+import os
+
+import llvmlite.binding
 import numpy as np
 from numba import njit, types
 
@@ -54,12 +63,63 @@ _xxgemm = types.ExternalFunction(
     ),
 )
 
-# OpenBLAS multiplies matrices with M*N*K up to 100**3 by its small-matrix kernels, which
-# skip packing: at B=16, H=128 one product per gate with the gate's weights transposed
-# and contiguous runs 1.7-2.4x faster than one (B, G*H) product (measured, float32 and
-# float64, 1 and 2 threads); above the limit the single product is 5-12% faster.
+# The recurrent products (one per time step: batch by weights) are done tile by tile: the
+# weights are cut once per call into contiguous tiles of _TILE_K rows by _TILE_BYTES of
+# columns (32 KB in float32: they stay in L1), and each tile product has M*N*K of at most
+# _SMALL_GEMM, which OpenBLAS multiplies with its small-matrix kernels, without packing.
+# Measured on this project's 2-core machine (float32, GFLOP/s, one call per step against
+# tiles): 1 thread, 140-150 against 165-220 at B = 64 and 80 against 190 at B = 16.
+# The small kernels run on one thread, so when the BLAS has more than one, a product of
+# at least _PARALLEL_GEMM multiply-adds is one multithreaded BLAS call: on 2 threads,
+# 245-260 against 165-185 at B = 64, H >= 256, but 70-120 against 140-180 at B = 16.
+# At B = 1 a single call is as fast as tiles.
+# (Numba's own threads cannot share out the tiles: OpenBLAS's idle threads keep spinning
+# after its calls and take their cores.)
 _SMALL_GEMM = 100**3
+_TILE_K = 128
+_TILE_BYTES = 256
+_PARALLEL_GEMM = 8 * 10**6
 
+
+def _openblas_get_num_threads():
+    """``get_num_threads`` of the OpenBLAS that SciPy bundles (the BLAS behind Numba's
+    ``np.dot`` and :func:`_gemm`) as a ctypes function, or None where there is none."""
+    try:
+        import scipy
+    except ImportError:
+        return None
+    root = os.path.dirname(scipy.__file__)
+    for path in glob.glob(root + ".libs/*openblas*") + glob.glob(root + "/.dylibs/*openblas*"):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            function = getattr(lib, prefix + "_get_num_threads", None)
+            if function is not None:
+                function.restype, function.argtypes = ctypes.c_int, []
+                return function
+    return None
+
+
+_openblas_threads = None
+
+
+@ctypes.CFUNCTYPE(ctypes.c_int)
+def _blas_threads_callback():
+    # Looked up on the first call, when SciPy's BLAS is about to be used anyway.
+    global _openblas_threads
+    if _openblas_threads is None:
+        _openblas_threads = _openblas_get_num_threads() or (lambda: 1)
+    return _openblas_threads()
+
+
+# By symbol name, as _xxgemm, so that cached drivers find it in a new process. Where no
+# bundled OpenBLAS is found it answers 1: tiles, the choice for one thread.
+llvmlite.binding.add_symbol(
+    "numbarnn_blas_threads", ctypes.cast(_blas_threads_callback, ctypes.c_void_p).value
+)
+_blas_threads = types.ExternalFunction("numbarnn_blas_threads", types.intc())
 
 @_jit
 def _time_index(step, T, reverse):
@@ -136,64 +196,63 @@ def _gemm(a, b, out, accumulate):
 
 
 @_jit
-def _gate_weights_t(w_hh, B):
-    """The recurrent weights as :func:`_recurrent_product` wants them for batch ``B``.
+def _pack_tiles(w, B):
+    """The weights ``w`` (K, N), any layout, as :func:`_matmul` wants them for ``B`` rows.
 
-    Returns (G, H, H) with ``[g]`` gate ``g``'s block of ``w_hh`` (G*H, H) transposed and
-    contiguous when a per-gate product is small (``B*H*H <= _SMALL_GEMM``), else an empty
-    (0, H, H) array: the product is then one GEMM with ``w_hh`` itself. Also empty for
-    ``B == 1``, where both ways run at the same speed (measured).
+    Returns (nk, nn, kb, nb): tile ``[i, j]`` holds ``w[i*kb:(i+1)*kb, j*nb:(j+1)*nb]``,
+    contiguous and zero-padded at the ragged ends; or (0, 0, 0, 0), meaning one BLAS call,
+    when ``B == 1`` or when with several threads the product is large (see the notes at
+    ``_SMALL_GEMM``).
     """
-    GH, H = w_hh.shape
-    if B == 1 or B * H * H > _SMALL_GEMM:
-        return np.empty((0, H, H), dtype=w_hh.dtype)
-    G = GH // H
-    out = np.empty((G, H, H), dtype=w_hh.dtype)
-    for g in range(G):
-        out[g] = w_hh[g * H : (g + 1) * H].T
-    return out
+    K, N = w.shape
+    if B == 1 or (B * K * N >= _PARALLEL_GEMM and _blas_threads() > 1):
+        return np.zeros((0, 0, 0, 0), dtype=w.dtype)
+    kb = min(K, _TILE_K)
+    nb = min(N, _TILE_BYTES // w.itemsize)
+    nk, nn = -(-K // kb), -(-N // nb)
+    tiles = np.zeros((nk, nn, kb, nb), dtype=w.dtype)
+    for i in range(nk):
+        for j in range(nn):
+            block = w[i * kb : (i + 1) * kb, j * nb : (j + 1) * nb]
+            tiles[i, j, : block.shape[0], : block.shape[1]] = block
+    return tiles
 
 
 @_jit
-def _recurrent_product(h, w_hh, w_gates_t, out):
-    """``out = h @ w_hh.T``: (B, H) times (G*H, H) into (B, G*H); ``w_gates_t`` comes from
-    :func:`_gate_weights_t`."""
-    if w_gates_t.shape[0] == 0:
-        np.dot(h, w_hh.T, out)
+def _matmul(a, w, tiles, out):
+    """``out = a @ w``: ``a`` (M, K), ``w`` (K, N), ``out`` (M, N), all C- or
+    F-contiguous; ``tiles`` is ``_pack_tiles(w, M)``."""
+    nk, nn, kb, nb = tiles.shape
+    if nk == 0:
+        np.dot(a, w, out)  # 0.2 us faster than _gemm for a vector (measured)
         return
-    H = h.shape[1]
-    for g in range(w_gates_t.shape[0]):
-        _gemm(h, w_gates_t[g], out[:, g * H : (g + 1) * H], False)
+    M, K = a.shape
+    N = out.shape[1]
+    row_blocks = -(-M * kb * nb // _SMALL_GEMM)  # each tile product stays "small"
+    mb = -(-M // row_blocks)
+    for j in range(nn):
+        n0 = j * nb
+        n1 = min(N, n0 + nb)
+        for m0 in range(0, M, mb):
+            m1 = min(M, m0 + mb)
+            for i in range(nk):
+                k0 = i * kb
+                k1 = min(K, k0 + kb)
+                _gemm(a[m0:m1, k0:k1], tiles[i, j, : k1 - k0, : n1 - n0], out[m0:m1, n0:n1],
+                      i > 0)
 
 
 @_jit
-def _state_gradient(da_t, w_hh, dh, accumulate):
-    """``dh = da_t @ w_hh`` (or ``+=``): (B, G*H) times (G*H, H) into (B, H).
-
-    Summed over gates when the whole product is too big for OpenBLAS's small-matrix
-    kernels but one gate's is not (see ``_SMALL_GEMM``).
-    """
-    B, H = dh.shape
-    GH = w_hh.shape[0]
-    if B * H * H <= _SMALL_GEMM < B * GH * H:
-        for g in range(GH // H):
-            block = slice(g * H, (g + 1) * H)
-            _gemm(da_t[:, block], w_hh[block], dh, accumulate or g > 0)
-    else:
-        _gemm(da_t, w_hh, dh, accumulate)
-
-
-@_jit
-def _backprop_state(da_t, w_hh, dh, dh_saved, t, lengths):
+def _backprop_state(da_t, w_hh, w_tiles, dh, dh_saved, t, lengths):
     """``dh = da_t @ w_hh``: the gradient w.r.t. the state step ``t`` started from.
 
-    Sequences already ended at ``t`` keep their ``dh`` (the step did not touch them);
-    ``dh_saved`` (B, H) is scratch.
+    ``w_tiles`` is ``_pack_tiles(w_hh, B)``. Sequences already ended at ``t`` keep their
+    ``dh`` (the step did not touch them); ``dh_saved`` (B, H) is scratch.
     """
     padded = _has_padding(t, lengths)
     if padded:
         dh_saved[:] = dh
-    _state_gradient(da_t, w_hh, dh, False)
+    _matmul(da_t, w_hh, w_tiles, dh)
     if padded:
         _restore_padded_rows(dh, dh_saved, t, lengths)
 
@@ -331,10 +390,10 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     h_proj = np.empty((B, H), dtype=x.dtype)
-    w_gates_t = _gate_weights_t(w_hh, B)
+    w_tiles = _pack_tiles(w_hh.T, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _recurrent_product(h, w_hh, w_gates_t, h_proj)
+        _matmul(h, w_hh.T, w_tiles, h_proj)
         for b in range(B):
             if t >= lengths[b]:
                 continue  # past this sequence's end: its state carries over
@@ -369,6 +428,7 @@ def rnn_backward(
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dh_saved = np.empty((B, H), dtype=x.dtype)
+    w_tiles = _pack_tiles(w_hh, B)
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
         for b in range(B):
@@ -382,7 +442,7 @@ def rnn_backward(
             else:
                 for j in range(H):
                     da_row[j] = cells.rnn_tanh_cell_backward(y_row[j], dh_row[j] + dy_row[j])
-        _backprop_state(da[t], w_hh, dh, dh_saved, t, lengths)
+        _backprop_state(da[t], w_hh, w_tiles, dh, dh_saved, t, lengths)
     dh0[:] = dh
     h_before = np.empty((T, B, H), dtype=x.dtype)
     _states_before(y, h0, reverse, h_before)
@@ -427,10 +487,10 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     cell = np.empty((B, H), dtype=x.dtype)
     cell[:] = c0
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
-    w_gates_t = _gate_weights_t(w_hh, B)
+    w_tiles = _pack_tiles(w_hh.T, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _recurrent_product(h, w_hh, w_gates_t, h_proj)
+        _matmul(h, w_hh.T, w_tiles, h_proj)
         for b in range(B):
             if t >= lengths[b]:  # past this sequence's end: its state carries over
                 gates[t, b] = 0
@@ -475,6 +535,7 @@ def lstm_backward(
     dcell = np.empty((B, H), dtype=x.dtype)
     dcell[:] = dc_n
     dh_saved = np.empty((B, H), dtype=x.dtype)
+    w_tiles = _pack_tiles(w_hh, B)
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
         for b in range(B):
@@ -490,7 +551,7 @@ def lstm_backward(
                     i[j], f[j], g[j], o[j], c_row[j], c_prev_row[j], dh_row[j] + dy_row[j],
                     dc_row[j],
                 )
-        _backprop_state(da[t], w_hh, dh, dh_saved, t, lengths)
+        _backprop_state(da[t], w_hh, w_tiles, dh, dh_saved, t, lengths)
     dh0[:] = dh
     dc0[:] = dcell
     h_before = c_before  # reuse the buffer: c_before is no longer needed
@@ -534,10 +595,10 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
-    w_gates_t = _gate_weights_t(w_hh, B)
+    w_tiles = _pack_tiles(w_hh.T, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _recurrent_product(h, w_hh, w_gates_t, h_proj)
+        _matmul(h, w_hh.T, w_tiles, h_proj)
         for b in range(B):
             if t >= lengths[b]:  # past this sequence's end: its state carries over
                 gates[t, b] = 0
@@ -579,6 +640,7 @@ def gru_backward(
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dh_direct = np.empty((B, H), dtype=x.dtype)
+    w_tiles = _pack_tiles(w_hh, B)
     for step in range(T - 1, -1, -1):
         t = _time_index(step, T, reverse)
         for b in range(B):
@@ -599,17 +661,17 @@ def gru_backward(
                 )
                 dax_r[j] = dah_r[j] = da_r
                 dax_z[j] = dah_z[j] = da_z
-        dh[:] = dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
-        _state_gradient(da_h[t], w_hh, dh, True)
+        _matmul(da_h[t], w_hh, w_tiles, dh)
+        dh += dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
     dh0[:] = dh
     _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
 
 
-_cache.flush_if_cells_changed(
+_cache.flush_if_sources_changed(
     __name__,
     [_time_index, _states_before, _input_and_weight_grads,
-     _has_padding, _restore_padded_rows, _blas_operand, _gemm, _gate_weights_t,
-     _recurrent_product, _state_gradient, _backprop_state, _gate_blocks, _add_biases,
+     _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_tiles, _matmul,
+     _backprop_state, _gate_blocks, _add_biases,
      _rnn_row, _lstm_row, _gru_row,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )

@@ -284,7 +284,7 @@ def _gru_backward_step(gates, h_n_proj, h_before, dy, dh, dh_direct, lengths, t,
         dh_direct[b, j] = dh_prev
 
 
-_cache.flush_if_cells_changed(
+_cache.flush_if_sources_changed(
     __name__,
     [_rnn_forward_step, _rnn_backward_step, _lstm_forward_step, _lstm_backward_step,
      _gru_forward_step, _gru_backward_step],

@@ -357,7 +357,7 @@ def gru_layers_step(x, w_ih, w_hh, b_ih, b_hh, h, h_out):
         gru_step(h_out[k - 1], w_ih[k], w_hh[k], b_ih[k], b_hh[k], h[k], h_out[k])
 
 
-_cache.flush_if_cells_changed(
+_cache.flush_if_sources_changed(
     __name__,
     [_matvec, _lstm_row, _gru_row, rnn_step_vector, lstm_step_vector,
      gru_step_vector, rnn_step, lstm_step, gru_step, rnn_layers_step, lstm_layers_step,

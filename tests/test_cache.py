@@ -1,11 +1,15 @@
-"""Cached drivers are dropped when cells.py changes (Numba keys them on their own file)."""
+"""Cached kernels are dropped when cells.py or cpu.py changes (Numba keys them on their own
+file only)."""
+
+import hashlib
+from pathlib import Path
 
 from numba import njit
 
 from numbarnn.kernels import _cache
 
 
-def test_stale_cells_stamp_flushes_the_cache(tmp_path, monkeypatch):
+def test_stale_sources_stamp_flushes_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
 
     @njit(cache=True)
@@ -15,12 +19,19 @@ def test_stale_cells_stamp_flushes_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(driver._cache, "_cache_path", str(tmp_path))
     flushed = []
     monkeypatch.setattr(driver._cache, "flush", lambda: flushed.append(True))
-    stamp = tmp_path / "mod.cells.sha256"
-    stamp.write_text("digest of an older cells.py")
+    stamp = tmp_path / "mod.sources.sha256"
+    stamp.write_text("digest of older cells.py and cpu.py")
 
-    _cache.flush_if_cells_changed("mod", [driver])
+    _cache.flush_if_sources_changed("mod", [driver])
     assert flushed == [True]
-    assert stamp.read_text() == _cache._CELLS_DIGEST
+    assert stamp.read_text() == _cache._DIGEST
 
-    _cache.flush_if_cells_changed("mod", [driver])  # unchanged: nothing flushed
+    _cache.flush_if_sources_changed("mod", [driver])  # unchanged: nothing flushed
     assert flushed == [True]
+
+
+def test_digest_covers_the_cell_math_and_the_cpu_helpers():
+    """step.py compiles cpu.py's row functions in: both files must be in the digest."""
+    folder = Path(_cache.__file__).parent
+    sources = (folder / "cells.py").read_bytes() + (folder / "cpu.py").read_bytes()
+    assert _cache._DIGEST == hashlib.sha256(sources).hexdigest()
