@@ -2,10 +2,10 @@
 
     python scripts/profile_forward.py [--threads N] [T B I H]
 
-Times ``numbarnn.kernels.cpu.lstm_forward`` (float32), the same GEMMs without the cell
-math (the input projection of all steps, then one recurrent product per step), the input
-GEMM alone, and a 2048^3 sgemm for the machine's rate; prints the split and the GEMM floor
-(2*T*B*(I+H)*4H flops at that rate). Numba, NumPy's and SciPy's BLAS all get N threads.
+Times ``numbarnn.kernels.cpu.lstm_forward`` (float32); the same GEMMs, done as the driver
+does them, without the cell math (the input projection of all steps, then one recurrent
+product per step); the input GEMM alone; and a 2048^3 sgemm for the machine's rate.
+Prints the split and the GEMM floor (2*T*B*(I+H)*4H flops at that rate). Numba, NumPy's and SciPy's BLAS all get N threads.
 """
 
 import argparse
@@ -22,13 +22,15 @@ from numbarnn.kernels import cpu
 
 @njit
 def _gemms_only(x, w_ih, w_hh, gates):
+    """The driver's GEMMs, done as the driver does them, without the cell math."""
     T, B, I = x.shape
     H = w_hh.shape[1]
     np.dot(x.reshape((T * B, I)), w_ih.T, gates.reshape((T * B, 4 * H)))
+    w_tiles = cpu._pack_tiles(w_hh.T, B)
     h_proj = np.empty((B, 4 * H), x.dtype)
     h = np.zeros((B, H), x.dtype)
     for _ in range(T):
-        np.dot(h, w_hh.T, h_proj)
+        cpu._matmul(h, w_hh.T, w_tiles, h_proj)
 
 
 @njit
