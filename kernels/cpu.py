@@ -266,51 +266,42 @@ def _gate_blocks(row, H):
 
 
 @_jit
-def _add_biases(x_proj, h_proj, b_ih, b_hh):
-    """``h_proj = (x_proj + b_ih) + (h_proj + b_hh)`` for one row (PyTorch's summation order).
-
-    ``x_proj`` holds ``x_t W_ih^T`` (G*H,) and ``h_proj`` ``h_prev W_hh^T`` (G*H,), which is
-    overwritten with the summed pre-activations.
-    """
-    for k in range(h_proj.shape[0]):
-        h_proj[k] = (x_proj[k] + b_ih[k]) + (h_proj[k] + b_hh[k])
+def _summed(x_proj, b_ih, h_proj, b_hh):
+    """A gate's pre-activation from its projections and biases, in PyTorch's order."""
+    return (x_proj + b_ih) + (h_proj + b_hh)
 
 
 # --------------------------------------------------------------------------- one row
 #
 # The fused pointwise work of one step for one batch row, shared by the sequence drivers
 # and the single-step kernels of :mod:`numbarnn.kernels.step`. ``x_proj`` and ``h_proj``
-# (G*H,) hold ``x_t W_ih^T`` and ``h_prev W_hh^T`` on entry; the biases are added in
-# PyTorch's order. Several simple loops over slices from index 0, rather than one call of
-# a ``cells.*_cell_forward`` per element: loops over few arrays vectorise (5x faster,
-# measured). The new state must not overlap the old one (a loop reading ``c[j]`` and
-# writing an overlapping ``c_out[j]`` falls back to scalar code); ``h_proj`` is free once
-# the gates are computed, so callers may take the outputs from it.
+# (G*H,) hold ``x_t W_ih^T`` and ``h_prev W_hh^T`` on entry; the biases are added as the
+# activations are computed. A few simple loops over slices from index 0, rather than one
+# call of a ``cells.*_cell_forward`` per element: loops over few arrays vectorise (5x
+# faster, measured). The new state must not overlap the old one (a loop reading ``c[j]``
+# and writing an overlapping ``c_out[j]`` falls back to scalar code); ``h_proj`` is free
+# once the gates are computed, so callers may take the outputs from it.
 
 
 @_jit
 def _rnn_row(x_proj, h_proj, b_ih, b_hh, relu, h_out):
-    """Elman row: ``h_out`` (H,) written; ``h_proj`` is left holding the pre-activations."""
-    _add_biases(x_proj, h_proj, b_ih, b_hh)
-    if relu:
-        for j in range(h_out.shape[0]):
-            h_out[j] = cells.rnn_relu_cell_forward(h_proj[j])
-    else:
-        for j in range(h_out.shape[0]):
-            h_out[j] = cells.rnn_tanh_cell_forward(h_proj[j])
+    """Elman row: ``h_out`` (H,) written."""
+    for j in range(h_out.shape[0]):
+        a = _summed(x_proj[j], b_ih[j], h_proj[j], b_hh[j])
+        h_out[j] = cells.rnn_relu_cell_forward(a) if relu else cells.rnn_tanh_cell_forward(a)
 
 
 @_jit
 def _lstm_row(x_proj, h_proj, b_ih, b_hh, c, h_out, c_out):
     """LSTM row: ``x_proj`` leaves holding the gate activations i, f, g, o; ``h_out`` and
-    ``c_out`` (H,) are written from ``c`` (H,); ``h_proj`` is scratch (its first 2*H may
-    be the outputs)."""
+    ``c_out`` (H,) are written from ``c`` (H,); ``h_proj`` is read only before they are
+    written (its first 2*H may be the outputs)."""
     H = c.shape[0]
-    _add_biases(x_proj, h_proj, b_ih, b_hh)
     for gate in range(4):
-        pre, act = h_proj[gate * H : (gate + 1) * H], x_proj[gate * H : (gate + 1) * H]
+        block = slice(gate * H, (gate + 1) * H)
+        act, h_g, bi_g, bh_g = x_proj[block], h_proj[block], b_ih[block], b_hh[block]
         for j in range(H):
-            act[j] = cells.lstm_gate_activation(pre[j], gate)
+            act[j] = cells.lstm_gate_activation(_summed(act[j], bi_g[j], h_g[j], bh_g[j]), gate)
     i, f, g, o = _gate_blocks(x_proj, H)
     for j in range(H):
         c_out[j], h_out[j] = cells.lstm_state_update(i[j], f[j], g[j], o[j], c[j])
@@ -319,20 +310,21 @@ def _lstm_row(x_proj, h_proj, b_ih, b_hh, c, h_out, c_out):
 @_jit
 def _gru_row(x_proj, h_proj, b_ih, b_hh, h, h_out, h_n_proj):
     """GRU row: ``x_proj`` leaves holding the gate activations r, z, n; ``h_out`` (H,) is
-    written from ``h`` (H,), ``h_n_proj`` (H,) with ``W_hn h + b_hn``; ``h_proj`` is scratch
-    (its first H may be ``h_out``)."""
+    written from ``h`` (H,), ``h_n_proj`` (H,) with ``W_hn h + b_hn`` (it may be the n block
+    of ``h_proj``); ``h_proj`` is scratch (its first H may be ``h_out``)."""
     H = h.shape[0]
-    for k in range(3 * H):
-        x_proj[k] += b_ih[k]
-        h_proj[k] += b_hh[k]
     r, z, n, _ = _gate_blocks(x_proj, H)
     h_r, h_z, h_n, _ = _gate_blocks(h_proj, H)
+    bi_r, bi_z, bi_n, _ = _gate_blocks(b_ih, H)
+    bh_r, bh_z, bh_n, _ = _gate_blocks(b_hh, H)
     for j in range(H):
-        r[j] = cells.gru_gate(r[j], h_r[j])
-        z[j] = cells.gru_gate(z[j], h_z[j])
-    h_n_proj[:] = h_n
+        r[j] = cells.gru_gate(r[j] + bi_r[j], h_r[j] + bh_r[j])
     for j in range(H):
-        n[j], h_out[j] = cells.gru_state_update(n[j], h_n[j], r[j], z[j], h[j])
+        z[j] = cells.gru_gate(z[j] + bi_z[j], h_z[j] + bh_z[j])
+    for j in range(H):
+        h_n_proj[j] = h_n[j] + bh_n[j]
+    for j in range(H):
+        n[j], h_out[j] = cells.gru_state_update(n[j] + bi_n[j], h_n_proj[j], r[j], z[j], h[j])
 
 
 @_jit
@@ -671,7 +663,7 @@ _cache.flush_if_sources_changed(
     __name__,
     [_time_index, _states_before, _input_and_weight_grads,
      _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_tiles, _matmul,
-     _backprop_state, _gate_blocks, _add_biases,
+     _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )
