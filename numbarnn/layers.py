@@ -403,8 +403,12 @@ class _RNNBase(Module):
         return_all_states = _check_bool(return_all_states, "return_all_states")
         xp = self.backend.xp
         H, D = self.hidden_size, self.num_directions
-        # A private copy: backward must see the input as it was, whatever the caller does next.
-        layer_input = xp.array(x, dtype=self.dtype, order="C", copy=True)
+        # In training mode a private copy: backward must see the input as it was, whatever
+        # the caller does next.
+        if self.training:
+            layer_input = xp.array(x, dtype=self.dtype, order="C", copy=True)
+        else:
+            layer_input = xp.ascontiguousarray(x, dtype=self.dtype)
         finals = [xp.empty((self.num_layers * D, B, H), dtype=self.dtype) for _ in initial]
         if lengths is None:
             lengths = xp.full(B, T, dtype=np.int64)  # every sequence runs the full T steps
@@ -421,13 +425,20 @@ class _RNNBase(Module):
         masks = []  # masks[k] scales the output of layer k (training mode, dropout > 0)
         for layer in range(self.num_layers):
             layer_output = xp.empty((T, B, D * H), dtype=self.dtype)
+            # One direction writes its output in place, unless zeroing the padding or the
+            # caller (given the last layer's output) could then change the y backward needs.
+            in_place = D == 1 and padding is None and (
+                not self.training or layer < self.num_layers - 1
+            )
             for direction in range(D):
                 k = layer * D + direction
                 weights, _ = self._weights(layer, direction)
                 y, final, cache = self._run_forward(
-                    layer_input, weights, [s[k] for s in initial], direction == 1, lengths
+                    layer_input, weights, [s[k] for s in initial], direction == 1, lengths,
+                    layer_output if in_place else None,
                 )
-                layer_output[:, :, direction * H : (direction + 1) * H] = y
+                if not in_place:
+                    layer_output[:, :, direction * H : (direction + 1) * H] = y
                 for dst, src in zip(finals, final):
                     dst[k] = src
                 # y, and the LSTM's cell states cache[0], hold the state of every step.
@@ -459,13 +470,15 @@ class _RNNBase(Module):
         scale = 0.0 if self.dropout == 1 else 1.0 / (1.0 - self.dropout)
         return self.backend.asarray(keep * scale, dtype=self.dtype)
 
-    def _run_forward(self, x, weights, initial, reverse, lengths):
-        """One layer, one direction: returns y (T, B, H), final states, saved arrays."""
+    def _run_forward(self, x, weights, initial, reverse, lengths, y=None):
+        """One layer, one direction: returns y (T, B, H), final states, saved arrays; ``y``
+        is written when given (C-contiguous), else allocated."""
         xp, K = self.backend.xp, self.backend.kernels
         T, B, _ = x.shape
         H = self.hidden_size
         G = _GATES[self.mode]
-        y = xp.empty((T, B, H), dtype=self.dtype)
+        if y is None:
+            y = xp.empty((T, B, H), dtype=self.dtype)
         h_n = xp.empty((B, H), dtype=self.dtype)
         if self.mode == "LSTM":
             c = xp.empty((T, B, H), dtype=self.dtype)

@@ -437,11 +437,14 @@ def test_load_state_dict_errors_leave_params_unchanged(mode):
         np.testing.assert_array_equal(m.params[k], v, err_msg=k)
 
 
-def test_user_arrays_are_not_modified_and_not_aliased(mode):
-    m = make(mode, num_layers=2, bidirectional=True, dtype=np.float64, seed=5)
+@pytest.mark.parametrize("D", [1, 2], ids=["unidirectional", "bidirectional"])
+def test_user_arrays_are_not_modified_and_not_aliased(mode, D):
+    """One direction writes each layer's output in place: the last layer's still must not
+    be what backward reads."""
+    m = make(mode, num_layers=2, bidirectional=D == 2, dtype=np.float64, seed=5)
     rng = np.random.default_rng(6)
-    x, hx = _fwd_inputs(mode, D=2, dtype=np.float64)
-    dy, ds = _cot(mode, rng, (5, 2, 8), (4, 2, 4), np.float64)
+    x, hx = _fwd_inputs(mode, D=D, dtype=np.float64)
+    dy, ds = _cot(mode, rng, (5, 2, 4 * D), (2 * D, 2, 4), np.float64)
     originals = [a.copy() for a in [x, dy] + as_list(hx) + as_list(ds)]
     y_ref, fin_ref, dx_ref, d0_ref = _run(m, x, hx, dy, ds)
     for a, b in zip([x, dy] + as_list(hx) + as_list(ds), originals):
@@ -464,6 +467,17 @@ def test_user_arrays_are_not_modified_and_not_aliased(mode):
         np.testing.assert_array_equal(p, q)
     for k, v in m.grads.items():
         np.testing.assert_array_equal(v, grads_ref[k], err_msg=k)
+
+
+def test_eval_forward_reads_x_in_place_and_leaves_it_unchanged(mode):
+    m = make(mode, num_layers=2, dtype=np.float64, seed=5).eval()
+    x, hx = _fwd_inputs(mode, dtype=np.float64)
+    x_before = x.copy()
+    y, _ = m(x, hx)
+    np.testing.assert_array_equal(x, x_before)
+    assert not np.shares_memory(y, x)
+    y_train, _ = m.train()(x, hx)
+    np.testing.assert_array_equal(y, y_train)
 
 
 def test_non_contiguous_inputs(mode):
