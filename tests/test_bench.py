@@ -92,7 +92,14 @@ def test_bench_against_torch(tmp_path):
         if r["impl"] == "numbarnn-cpu":
             assert r["ratio"] > 0
             assert r["max_abs_diff"] < 1e-4  # same weights as torch, float32
+            torch_row, = [t for t in layer if t["impl"] == "torch-cpu"
+                          and (t["cell"], t["op"]) == (r["cell"], r["op"])]
+            # the ceiling is torch's time over the GEMM floor: flops / GEMM rate
+            floor_s = torch_row["flops"] / (torch_row["gflops"] / torch_row["gemm_fraction"] * 1e9)
+            assert r["ratio_ceiling"] == pytest.approx(torch_row["median_s"] / floor_s)
     assert json.loads((tmp_path / "b.json").read_text())["settings"]["torch"] is True
+    summary = bench.format_summary(result)
+    assert "ceiling: the ratio if numbarnn ran at the GEMM floor" in summary
 
 
 @pytest.mark.parametrize(
