@@ -128,19 +128,32 @@ def _time_index(step, T, reverse):
 
 
 @_jit
-def _states_before(states, first, reverse, out):
-    """Fill ``out[t]`` with the state each time step started from.
-
-    ``states`` (T, B, H) holds the state produced at each time step and ``first`` (B, H)
-    the initial state; ``out`` (T, B, H) is written.
-    """
-    T = states.shape[0]
+def _state_before(states, first, t, reverse):
+    """The state time step ``t`` started from: ``states[t - 1]`` (``states[t + 1]`` when
+    ``reverse``), or ``first`` for the first step processed. (B, H) views."""
     if reverse:
-        out[T - 1] = first
-        out[: T - 1] = states[1:]
-    else:
-        out[0] = first
-        out[1:] = states[: T - 1]
+        return first if t == states.shape[0] - 1 else states[t + 1]
+    return first if t == 0 else states[t - 1]
+
+
+# The backward sweep keeps the gradients w.r.t. the pre-activations of about this many
+# rows (steps times batch) at once; each such chunk then goes into the input and weight
+# gradients as GEMMs. As fast as GEMMs over all steps (measured), and no (T, B, G*H)
+# temporary: above 32 MB glibc maps fresh memory for one, whose page faults cost 18 ms
+# per 52 MB on the project's machine.
+_CHUNK_ROWS = 1024
+
+
+@_jit
+def _chunk_steps(T, B):
+    """Steps per chunk of the backward sweep."""
+    return max(1, min(T, _CHUNK_ROWS // max(B, 1)))
+
+
+@_jit
+def _chunk_first_time(start, end, T, reverse):
+    """Smallest true time index among processing steps ``start <= step < end``."""
+    return T - end if reverse else start
 
 
 @_jit
@@ -328,22 +341,39 @@ def _gru_row(x_proj, h_proj, b_ih, b_hh, h, h_out, h_n_proj):
 
 
 @_jit
-def _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh):
-    """Gradients that are GEMMs over all time steps at once.
+def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
+                 db_ih, db_hh):
+    """The gradients that are GEMMs, for the steps of one chunk of the backward sweep.
 
-    ``da_x`` and ``da_h`` (T, B, G*H) are the gradients w.r.t. the input and recurrent
-    projections (the same array except for GRU), ``h_before`` (T, B, H) the hidden state
-    each step started from. Writes ``dx`` (T, B, I); accumulates the weight and bias
+    ``da_x`` and ``da_h`` (n, B, G*H) hold the gradients w.r.t. the input and recurrent
+    projections at true times ``t_lo .. t_lo + n - 1`` (the same array except for GRU);
+    ``states`` (T, B, H) the hidden state of every step and ``first`` (B, H), C-contiguous,
+    the initial one. Writes those times of ``dx`` (T, B, I); accumulates the weight and bias
     gradients.
     """
-    T, B, I = x.shape
-    GH = da_x.shape[2]
-    H = h_before.shape[2]
-    da_x2 = da_x.reshape((T * B, GH))
-    da_h2 = da_h.reshape((T * B, GH))
-    np.dot(da_x2, w_ih, dx.reshape((T * B, I)))
-    _gemm(da_x2.T, x.reshape((T * B, I)), dw_ih, True)
-    _gemm(da_h2.T, h_before.reshape((T * B, H)), dw_hh, True)
+    n, B, GH = da_x.shape
+    T, _, I = x.shape
+    H = states.shape[2]
+    rows = n * B
+    da_x2 = da_x.reshape((rows, GH))
+    da_h2 = da_h.reshape((rows, GH))
+    np.dot(da_x2, w_ih, dx[t_lo : t_lo + n].reshape((rows, I)))
+    _gemm(da_x2.T, x[t_lo : t_lo + n].reshape((rows, I)), dw_ih, True)
+    # dw_hh: each step's gradient times the state it started from, read in place from
+    # `states` (shifted by one step) except for the step that started from `first`.
+    if reverse:
+        k0, k1 = 0, (n - 1 if t_lo + n == T else n)  # rows [k0, k1) start from states[t + 1]
+        offset = 1
+    else:
+        k0, k1 = (1 if t_lo == 0 else 0), n  # rows [k0, k1) start from states[t - 1]
+        offset = -1
+    if k1 - k0 < n:
+        _gemm(da_h[0 if k0 == 1 else n - 1].T, first, dw_hh, True)
+    if k1 > k0:
+        m = (k1 - k0) * B
+        begin = t_lo + k0 + offset
+        _gemm(da_h[k0:k1].reshape((m, GH)).T, states[begin : begin + k1 - k0].reshape((m, H)),
+              dw_hh, True)
     db_ih += da_x2.sum(axis=0)
     db_hh += da_h2.sum(axis=0)
 
@@ -416,29 +446,35 @@ def rnn_backward(
     """
     T, B, I = x.shape
     H = h0.shape[1]
-    da = np.empty((T, B, H), dtype=x.dtype)
+    first = np.ascontiguousarray(h0)
+    steps = _chunk_steps(T, B)
+    da = np.empty((steps, B, H), dtype=x.dtype)
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dh_saved = np.empty((B, H), dtype=x.dtype)
     w_tiles = _pack_tiles(w_hh, B)
-    for step in range(T - 1, -1, -1):
-        t = _time_index(step, T, reverse)
-        for b in range(B):
-            da_row, y_row, dy_row, dh_row = da[t, b], y[t, b], dy[t, b], dh[b]
-            if t >= lengths[b]:
-                da_row[:] = 0
-                continue
-            if relu:
-                for j in range(H):
-                    da_row[j] = cells.rnn_relu_cell_backward(y_row[j], dh_row[j] + dy_row[j])
-            else:
-                for j in range(H):
-                    da_row[j] = cells.rnn_tanh_cell_backward(y_row[j], dh_row[j] + dy_row[j])
-        _backprop_state(da[t], w_hh, w_tiles, dh, dh_saved, t, lengths)
+    for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
+        start = max(0, end - steps)
+        t_lo = _chunk_first_time(start, end, T, reverse)
+        for step in range(end - 1, start - 1, -1):
+            t = _time_index(step, T, reverse)
+            da_t = da[t - t_lo]
+            for b in range(B):
+                da_row, y_row, dy_row, dh_row = da_t[b], y[t, b], dy[t, b], dh[b]
+                if t >= lengths[b]:
+                    da_row[:] = 0
+                    continue
+                if relu:
+                    for j in range(H):
+                        da_row[j] = cells.rnn_relu_cell_backward(y_row[j], dh_row[j] + dy_row[j])
+                else:
+                    for j in range(H):
+                        da_row[j] = cells.rnn_tanh_cell_backward(y_row[j], dh_row[j] + dy_row[j])
+            _backprop_state(da_t, w_hh, w_tiles, dh, dh_saved, t, lengths)
+        count = end - start
+        _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
+                     db_ih, db_hh)
     dh0[:] = dh
-    h_before = np.empty((T, B, H), dtype=x.dtype)
-    _states_before(y, h0, reverse, h_before)
-    _input_and_weight_grads(da, da, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
 
 
 # --------------------------------------------------------------------------- LSTM
@@ -519,36 +555,41 @@ def lstm_backward(
     """
     T, B, I = x.shape
     H = h0.shape[1]
-    c_before = np.empty((T, B, H), dtype=x.dtype)
-    _states_before(c, c0, reverse, c_before)
-    da = np.empty((T, B, 4 * H), dtype=x.dtype)
+    h_first, c_first = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
+    steps = _chunk_steps(T, B)
+    da = np.empty((steps, B, 4 * H), dtype=x.dtype)
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dcell = np.empty((B, H), dtype=x.dtype)
     dcell[:] = dc_n
     dh_saved = np.empty((B, H), dtype=x.dtype)
     w_tiles = _pack_tiles(w_hh, B)
-    for step in range(T - 1, -1, -1):
-        t = _time_index(step, T, reverse)
-        for b in range(B):
-            g_row, da_row, dc_row, dh_row = gates[t, b], da[t, b], dcell[b], dh[b]
-            c_row, c_prev_row, dy_row = c[t, b], c_before[t, b], dy[t, b]
-            if t >= lengths[b]:
-                da_row[:] = 0
-                continue
-            i, f, g, o = _gate_blocks(g_row, H)
-            da_i, da_f, da_g, da_o = _gate_blocks(da_row, H)
-            for j in range(H):
-                da_i[j], da_f[j], da_g[j], da_o[j], dc_row[j] = cells.lstm_cell_backward(
-                    i[j], f[j], g[j], o[j], c_row[j], c_prev_row[j], dh_row[j] + dy_row[j],
-                    dc_row[j],
-                )
-        _backprop_state(da[t], w_hh, w_tiles, dh, dh_saved, t, lengths)
+    for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
+        start = max(0, end - steps)
+        t_lo = _chunk_first_time(start, end, T, reverse)
+        for step in range(end - 1, start - 1, -1):
+            t = _time_index(step, T, reverse)
+            da_t = da[t - t_lo]
+            c_prev = _state_before(c, c_first, t, reverse)
+            for b in range(B):
+                g_row, da_row, dc_row, dh_row = gates[t, b], da_t[b], dcell[b], dh[b]
+                c_row, c_prev_row, dy_row = c[t, b], c_prev[b], dy[t, b]
+                if t >= lengths[b]:
+                    da_row[:] = 0
+                    continue
+                i, f, g, o = _gate_blocks(g_row, H)
+                da_i, da_f, da_g, da_o = _gate_blocks(da_row, H)
+                for j in range(H):
+                    da_i[j], da_f[j], da_g[j], da_o[j], dc_row[j] = cells.lstm_cell_backward(
+                        i[j], f[j], g[j], o[j], c_row[j], c_prev_row[j],
+                        dh_row[j] + dy_row[j], dc_row[j],
+                    )
+            _backprop_state(da_t, w_hh, w_tiles, dh, dh_saved, t, lengths)
+        count = end - start
+        _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
+                     db_ih, db_hh)
     dh0[:] = dh
     dc0[:] = dcell
-    h_before = c_before  # reuse the buffer: c_before is no longer needed
-    _states_before(y, h0, reverse, h_before)
-    _input_and_weight_grads(da, da, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
 
 
 # --------------------------------------------------------------------------- GRU
@@ -625,44 +666,51 @@ def gru_backward(
     """
     T, B, I = x.shape
     H = h0.shape[1]
-    h_before = np.empty((T, B, H), dtype=x.dtype)
-    _states_before(y, h0, reverse, h_before)
-    da_x = np.empty((T, B, 3 * H), dtype=x.dtype)
-    da_h = np.empty((T, B, 3 * H), dtype=x.dtype)
+    first = np.ascontiguousarray(h0)
+    steps = _chunk_steps(T, B)
+    da_x = np.empty((steps, B, 3 * H), dtype=x.dtype)
+    da_h = np.empty((steps, B, 3 * H), dtype=x.dtype)
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dh_direct = np.empty((B, H), dtype=x.dtype)
     w_tiles = _pack_tiles(w_hh, B)
-    for step in range(T - 1, -1, -1):
-        t = _time_index(step, T, reverse)
-        for b in range(B):
-            g_row, hn_row, hb_row = gates[t, b], h_n_proj[t, b], h_before[t, b]
-            dh_row, dy_row, dd_row = dh[b], dy[t, b], dh_direct[b]
-            dax_row, dah_row = da_x[t, b], da_h[t, b]
-            if t >= lengths[b]:
-                dax_row[:] = 0
-                dah_row[:] = 0
-                dd_row[:] = dh_row  # the gradient passes through this padded step
-                continue
-            r, z, n, _ = _gate_blocks(g_row, H)
-            dax_r, dax_z, dax_n, _ = _gate_blocks(dax_row, H)
-            dah_n = dah_row[2 * H :]
-            for j in range(H):
-                dax_r[j], dax_z[j], dax_n[j], dah_n[j], dd_row[j] = cells.gru_cell_backward(
-                    r[j], z[j], n[j], hn_row[j], hb_row[j], dh_row[j] + dy_row[j]
-                )
-            # r and z: the same gradient for both projections. A separate copy keeps the
-            # loop above small enough to vectorise (7 stores in it made it scalar, 8x slower).
-            dah_row[: 2 * H] = dax_row[: 2 * H]
-        _matmul(da_h[t], w_hh, w_tiles, dh)
-        dh += dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
+    for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
+        start = max(0, end - steps)
+        t_lo = _chunk_first_time(start, end, T, reverse)
+        for step in range(end - 1, start - 1, -1):
+            t = _time_index(step, T, reverse)
+            dax_t, dah_t = da_x[t - t_lo], da_h[t - t_lo]
+            h_prev = _state_before(y, first, t, reverse)
+            for b in range(B):
+                g_row, hn_row, hb_row = gates[t, b], h_n_proj[t, b], h_prev[b]
+                dh_row, dy_row, dd_row = dh[b], dy[t, b], dh_direct[b]
+                dax_row, dah_row = dax_t[b], dah_t[b]
+                if t >= lengths[b]:
+                    dax_row[:] = 0
+                    dah_row[:] = 0
+                    dd_row[:] = dh_row  # the gradient passes through this padded step
+                    continue
+                r, z, n, _ = _gate_blocks(g_row, H)
+                dax_r, dax_z, dax_n, _ = _gate_blocks(dax_row, H)
+                dah_n = dah_row[2 * H :]
+                for j in range(H):
+                    dax_r[j], dax_z[j], dax_n[j], dah_n[j], dd_row[j] = cells.gru_cell_backward(
+                        r[j], z[j], n[j], hn_row[j], hb_row[j], dh_row[j] + dy_row[j]
+                    )
+                # r and z: the same gradient for both projections. A separate copy keeps the
+                # loop above small enough to vectorise (7 stores made it scalar, 8x slower).
+                dah_row[: 2 * H] = dax_row[: 2 * H]
+            _matmul(dah_t, w_hh, w_tiles, dh)
+            dh += dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
+        count = end - start
+        _chunk_grads(da_x[:count], da_h[:count], x, y, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
+                     db_ih, db_hh)
     dh0[:] = dh
-    _input_and_weight_grads(da_x, da_h, x, h_before, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
 
 
 _cache.flush_if_sources_changed(
     __name__,
-    [_time_index, _states_before, _input_and_weight_grads,
+    [_time_index, _state_before, _chunk_steps, _chunk_first_time, _chunk_grads,
      _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_tiles, _matmul,
      _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row,

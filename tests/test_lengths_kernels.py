@@ -44,21 +44,28 @@ def _run(mod, cell, x, w, h0, c0, dy, dh_n, dc_n, reverse, lengths):
     return y, [h_n], dx, [dh0], grads
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+@pytest.mark.parametrize("backend, chunked", [("cpu", False), ("cuda", False), ("cpu", True)],
+                         ids=["cpu", "cuda", "cpu-chunked"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("cell", list(GATES))
-def test_padded_batch_equals_each_sequence_alone(cell, reverse, backend):
+def test_padded_batch_equals_each_sequence_alone(cell, reverse, backend, chunked):
+    """``chunked``: T = 40, B = 64, so that the CPU backward sweeps the batch in chunks of
+    16 steps (the last one partial) while each sequence alone is one chunk."""
     if backend == "cuda" and not numbarnn.get_backend("cuda").simulated:
         pytest.skip("checked in the simulator; real GPUs run tests/test_cuda_sim.py")
     mod = cpu if backend == "cpu" else gpu
     rng = np.random.default_rng(7)
+    T, B = (40, 64) if chunked else (4, 3)
+    lengths = rng.integers(1, T + 1, B) if chunked else LENGTHS
+    if chunked:
+        assert cpu._chunk_steps(T, B) == 16 and lengths.max() > 32 and np.any(lengths % 16)
     G = GATES[cell]
     r = lambda *s: rng.uniform(-1, 1, s)  # noqa: E731
     x, h0, c0, dy, dh_n, dc_n = r(T, B, I), r(B, H), r(B, H), r(T, B, H), r(B, H), r(B, H)
     w = [r(G * H, I), r(G * H, H), r(G * H), r(G * H)]
-    y, finals, dx, dstarts, grads = _run(mod, cell, x, w, h0, c0, dy, dh_n, dc_n, reverse, LENGTHS)
+    y, finals, dx, dstarts, grads = _run(mod, cell, x, w, h0, c0, dy, dh_n, dc_n, reverse, lengths)
     total = [np.zeros_like(a) for a in w]
-    for b, L in enumerate(LENGTHS):
+    for b, L in enumerate(lengths):
         one = lambda a: np.ascontiguousarray(a[:L, b : b + 1])  # noqa: E731
         row = lambda a: np.ascontiguousarray(a[b : b + 1])  # noqa: E731
         y1, finals1, dx1, dstarts1, grads1 = _run(

@@ -297,6 +297,17 @@ def test_driver_recurrent_product_paths(mode, B, blas_threads, dtype, monkeypatc
             assert err <= 1e-5, f"{mode} B={B} H={H} {name}: error {err:.2e} of the max"
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("mode", MODES)
+def test_driver_backward_in_chunks_matches_reference(mode, reverse):
+    """T = 40, B = 64: the backward sweep goes in chunks of 16 steps, the last partial."""
+    T, B = 40, 64
+    assert cpu._chunk_steps(T, B) == 16
+    results, _ = run_driver_case(mode, reverse, np.float64, T=T, B=B, I=3, H=5, seed=9)
+    for name, actual, expected in results:
+        assert_close(actual, expected, np.float64, f"{mode} reverse={reverse} chunks {name}")
+
+
 def test_driver_states_in_any_layout():
     """h0, c0, dh_n, dc_n may have any layout (the docstring promises it)."""
     results, _ = run_driver_case("lstm", True, np.float64, state_layout="F")
