@@ -6,11 +6,13 @@ Each driver follows the same plan:
   recurrent GEMM and one fused loop of the per-element cell math from
   :mod:`numbarnn.kernels.cells`;
 * backward: a sweep backward through time from the saved activations (per step one fused
-  loop and one GEMM for the gradient w.r.t. the previous hidden state), then the input
-  gradient and the weight gradients as GEMMs over all time steps at once.
+  loop and one GEMM for the gradient w.r.t. the previous hidden state), in chunks of
+  steps; after each chunk the input gradient and the weight gradients of its steps as
+  GEMMs (see ``_CHUNK_ROWS``).
 
 The per-step GEMMs go through BLAS's small-matrix kernels tile by tile, with the
 recurrent weights cut into tiles once per call (see ``_SMALL_GEMM`` for when and why).
+Temporaries are small: (B, G*H) per step and one chunk of gate gradients.
 
 They are plain ``@njit`` functions and can be called from Python or from a user's own
 ``@njit`` code. Conventions shared by all drivers:
