@@ -2,9 +2,9 @@
 
 Numba keys a cached function on the file that defines it, not on the functions of other
 files compiled into it: the cell math of cells.py is inlined into every driver and
-kernel, and step.py calls the row functions and BLAS helpers of cpu.py. After one of
-those files changes, a cached kernel would still run the old code. Each kernel module
-calls :func:`flush_if_sources_changed` once at import; it drops the module's cached
+kernel, step.py calls the row functions and BLAS helpers of cpu.py, and cpu.py the packed
+products of gemm.py. After one of those files changes, a cached kernel would still run the
+old code. Each kernel module calls :func:`flush_if_sources_changed` once at import; it drops the module's cached
 functions when the hash of the shared sources differs from the one recorded beside the
 cache.
 """
@@ -12,7 +12,7 @@ cache.
 import hashlib
 from pathlib import Path
 
-_SHARED_SOURCES = ("cells.py", "cpu.py")
+_SHARED_SOURCES = ("cells.py", "cpu.py", "gemm.py")
 _DIGEST = hashlib.sha256(
     b"".join(Path(__file__).with_name(name).read_bytes() for name in _SHARED_SOURCES)
 ).hexdigest()

@@ -10,8 +10,8 @@ Each driver follows the same plan:
   steps; after each chunk the input gradient and the weight gradients of its steps as
   GEMMs (see ``_CHUNK_ROWS``).
 
-The per-step GEMMs go through BLAS's small-matrix kernels tile by tile, with the
-recurrent weights cut into tiles once per call (see ``_SMALL_GEMM`` for when and why).
+The per-step GEMMs multiply by the recurrent weights packed once per call
+(:mod:`numbarnn.kernels.gemm`; see ``_PARALLEL_GEMM`` for when BLAS does them instead).
 Temporaries are small: (B, G*H) per step and one chunk of gate gradients.
 
 They are plain ``@njit`` functions and can be called from Python or from a user's own
@@ -47,7 +47,7 @@ import llvmlite.binding
 import numpy as np
 from numba import njit, types
 
-from . import _cache, cells
+from . import _cache, cells, gemm
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -65,21 +65,13 @@ _xxgemm = types.ExternalFunction(
     ),
 )
 
-# The recurrent products (one per time step: batch by weights) are done tile by tile: the
-# weights are cut once per call into contiguous tiles of _TILE_K rows by _TILE_BYTES of
-# columns (32 KB in float32: they stay in L1), and each tile product has M*N*K of at most
-# _SMALL_GEMM, which OpenBLAS multiplies with its small-matrix kernels, without packing.
-# Measured on this project's 2-core machine (float32, GFLOP/s, one call per step against
-# tiles): 1 thread, 140-150 against 165-220 at B = 64 and 80 against 190 at B = 16.
-# The small kernels run on one thread, so when the BLAS has more than one, a product of
-# at least _PARALLEL_GEMM multiply-adds is one multithreaded BLAS call: on 2 threads,
-# 245-260 against 165-185 at B = 64, H >= 256, but 70-120 against 140-180 at B = 16.
-# At B = 1 a single call is as fast as tiles.
-# (Numba's own threads cannot share out the tiles: OpenBLAS's idle threads keep spinning
-# after its calls and take their cores.)
-_SMALL_GEMM = 100**3
-_TILE_K = 128
-_TILE_BYTES = 256
+# The recurrent products (one per time step: batch by weights) multiply by weights packed
+# once per call (:mod:`numbarnn.kernels.gemm`; 1.3-3x BLAS's rate at these shapes, measured).
+# That kernel runs on one thread, so when the BLAS has more than one, a product of at least
+# _PARALLEL_GEMM multiply-adds is one multithreaded BLAS call (2 threads, float32, B = 64,
+# H >= 256: 105-125 GFLOP/s against 70-90). At B = 1 a BLAS call (a matrix-vector product)
+# is faster than a one-row tile. (Numba's own threads cannot share out the panels: OpenBLAS's
+# idle threads keep spinning after its calls and take their cores.)
 _PARALLEL_GEMM = 8 * 10**6
 
 
@@ -117,7 +109,7 @@ def _blas_threads_callback():
 
 
 # By symbol name, as _xxgemm, so that cached drivers find it in a new process. Where no
-# bundled OpenBLAS is found it answers 1: tiles, the choice for one thread.
+# bundled OpenBLAS is found it answers 1: packed products, the choice for one thread.
 llvmlite.binding.add_symbol(
     "numbarnn_blas_threads", ctypes.cast(_blas_threads_callback, ctypes.c_void_p).value
 )
@@ -211,63 +203,37 @@ def _gemm(a, b, out, accumulate):
 
 
 @_jit
-def _pack_tiles(w, B):
-    """The weights ``w`` (K, N), any layout, as :func:`_matmul` wants them for ``B`` rows.
-
-    Returns (nk, nn, kb, nb): tile ``[i, j]`` holds ``w[i*kb:(i+1)*kb, j*nb:(j+1)*nb]``,
-    contiguous and zero-padded at the ragged ends; or (0, 0, 0, 0), meaning one BLAS call,
-    when ``B == 1`` or when with several threads the product is large (see the notes at
-    ``_SMALL_GEMM``).
-    """
+def _pack_recurrent(w, B):
+    """The weights ``w`` (K, N), any layout, of a per-step product with ``B`` rows, packed
+    for :func:`_matmul` (:func:`gemm.pack`); or an empty array, meaning one BLAS call, when
+    ``B == 1`` or when with several threads the product is large (see ``_PARALLEL_GEMM``)."""
     K, N = w.shape
     if B == 1 or (B * K * N >= _PARALLEL_GEMM and _blas_threads() > 1):
-        return np.zeros((0, 0, 0, 0), dtype=w.dtype)
-    kb = min(K, _TILE_K)
-    nb = min(N, _TILE_BYTES // w.itemsize)
-    nk, nn = -(-K // kb), -(-N // nb)
-    tiles = np.zeros((nk, nn, kb, nb), dtype=w.dtype)
-    for i in range(nk):
-        for j in range(nn):
-            block = w[i * kb : (i + 1) * kb, j * nb : (j + 1) * nb]
-            tiles[i, j, : block.shape[0], : block.shape[1]] = block
-    return tiles
+        return np.zeros((0, K, 1), dtype=w.dtype)
+    return gemm.pack(w)
 
 
 @_jit
-def _matmul(a, w, tiles, out):
+def _matmul(a, w, panels, out):
     """``out = a @ w``: ``a`` (M, K), ``w`` (K, N), ``out`` (M, N), all C- or
-    F-contiguous; ``tiles`` is ``_pack_tiles(w, M)``."""
-    nk, nn, kb, nb = tiles.shape
-    if nk == 0:
-        np.dot(a, w, out)  # 0.2 us faster than _gemm for a vector (measured)
-        return
-    M, K = a.shape
-    N = out.shape[1]
-    row_blocks = -(-M * kb * nb // _SMALL_GEMM)  # each tile product stays "small"
-    mb = -(-M // row_blocks)
-    for j in range(nn):
-        n0 = j * nb
-        n1 = min(N, n0 + nb)
-        for m0 in range(0, M, mb):
-            m1 = min(M, m0 + mb)
-            for i in range(nk):
-                k0 = i * kb
-                k1 = min(K, k0 + kb)
-                _gemm(a[m0:m1, k0:k1], tiles[i, j, : k1 - k0, : n1 - n0], out[m0:m1, n0:n1],
-                      i > 0)
+    F-contiguous; ``panels`` is ``_pack_recurrent(w, M)``."""
+    if panels.shape[0] == 0:
+        np.dot(a, w, out)
+    else:
+        gemm.matmul(a, panels, out, False)
 
 
 @_jit
-def _backprop_state(da_t, w_hh, w_tiles, dh, dh_saved, t, lengths):
+def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths):
     """``dh = da_t @ w_hh``: the gradient w.r.t. the state step ``t`` started from.
 
-    ``w_tiles`` is ``_pack_tiles(w_hh, B)``. Sequences already ended at ``t`` keep their
+    ``w_panels`` is ``_pack_recurrent(w_hh, B)``. Sequences already ended at ``t`` keep their
     ``dh`` (the step did not touch them); ``dh_saved`` (B, H) is scratch.
     """
     padded = _has_padding(t, lengths)
     if padded:
         dh_saved[:] = dh
-    _matmul(da_t, w_hh, w_tiles, dh)
+    _matmul(da_t, w_hh, w_panels, dh)
     if padded:
         _restore_padded_rows(dh, dh_saved, t, lengths)
 
@@ -414,10 +380,10 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     h_proj = np.empty((B, H), dtype=x.dtype)
-    w_tiles = _pack_tiles(w_hh.T, B)
+    w_panels = _pack_recurrent(w_hh.T, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _matmul(h, w_hh.T, w_tiles, h_proj)
+        _matmul(h, w_hh.T, w_panels, h_proj)
         for b in range(B):
             if t >= lengths[b]:
                 continue  # past this sequence's end: its state carries over
@@ -454,7 +420,7 @@ def rnn_backward(
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dh_saved = np.empty((B, H), dtype=x.dtype)
-    w_tiles = _pack_tiles(w_hh, B)
+    w_panels = _pack_recurrent(w_hh, B)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
@@ -472,7 +438,7 @@ def rnn_backward(
                 else:
                     for j in range(H):
                         da_row[j] = cells.rnn_tanh_cell_backward(y_row[j], dh_row[j] + dy_row[j])
-            _backprop_state(da_t, w_hh, w_tiles, dh, dh_saved, t, lengths)
+            _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
                      db_ih, db_hh)
@@ -517,10 +483,10 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     cell = np.empty((B, H), dtype=x.dtype)
     cell[:] = c0
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
-    w_tiles = _pack_tiles(w_hh.T, B)
+    w_panels = _pack_recurrent(w_hh.T, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _matmul(h, w_hh.T, w_tiles, h_proj)
+        _matmul(h, w_hh.T, w_panels, h_proj)
         for b in range(B):
             if t >= lengths[b]:  # past this sequence's end: its state carries over
                 gates[t, b] = 0
@@ -565,7 +531,7 @@ def lstm_backward(
     dcell = np.empty((B, H), dtype=x.dtype)
     dcell[:] = dc_n
     dh_saved = np.empty((B, H), dtype=x.dtype)
-    w_tiles = _pack_tiles(w_hh, B)
+    w_panels = _pack_recurrent(w_hh, B)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
@@ -586,7 +552,7 @@ def lstm_backward(
                         i[j], f[j], g[j], o[j], c_row[j], c_prev_row[j],
                         dh_row[j] + dy_row[j], dc_row[j],
                     )
-            _backprop_state(da_t, w_hh, w_tiles, dh, dh_saved, t, lengths)
+            _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
                      db_ih, db_hh)
@@ -630,10 +596,10 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
-    w_tiles = _pack_tiles(w_hh.T, B)
+    w_panels = _pack_recurrent(w_hh.T, B)
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _matmul(h, w_hh.T, w_tiles, h_proj)
+        _matmul(h, w_hh.T, w_panels, h_proj)
         for b in range(B):
             if t >= lengths[b]:  # past this sequence's end: its state carries over
                 gates[t, b] = 0
@@ -675,7 +641,7 @@ def gru_backward(
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dh_direct = np.empty((B, H), dtype=x.dtype)
-    w_tiles = _pack_tiles(w_hh, B)
+    w_panels = _pack_recurrent(w_hh, B)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
@@ -702,7 +668,7 @@ def gru_backward(
                 # r and z: the same gradient for both projections. A separate copy keeps the
                 # loop above small enough to vectorise (7 stores made it scalar, 8x slower).
                 dah_row[: 2 * H] = dax_row[: 2 * H]
-            _matmul(dah_t, w_hh, w_tiles, dh)
+            _matmul(dah_t, w_hh, w_panels, dh)
             dh += dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
         count = end - start
         _chunk_grads(da_x[:count], da_h[:count], x, y, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
@@ -713,7 +679,7 @@ def gru_backward(
 _cache.flush_if_sources_changed(
     __name__,
     [_time_index, _state_before, _chunk_steps, _chunk_first_time, _chunk_grads,
-     _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_tiles, _matmul,
+     _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_recurrent, _matmul,
      _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],

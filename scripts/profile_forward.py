@@ -26,11 +26,11 @@ def _gemms_only(x, w_ih, w_hh, gates):
     T, B, I = x.shape
     H = w_hh.shape[1]
     np.dot(x.reshape((T * B, I)), w_ih.T, gates.reshape((T * B, 4 * H)))
-    w_tiles = cpu._pack_tiles(w_hh.T, B)
+    w_panels = cpu._pack_recurrent(w_hh.T, B)
     h_proj = np.empty((B, 4 * H), x.dtype)
     h = np.zeros((B, H), x.dtype)
     for _ in range(T):
-        cpu._matmul(h, w_hh.T, w_tiles, h_proj)
+        cpu._matmul(h, w_hh.T, w_panels, h_proj)
 
 
 @njit

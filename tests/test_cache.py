@@ -1,5 +1,5 @@
-"""Cached kernels are dropped when cells.py or cpu.py changes (Numba keys them on their own
-file only)."""
+"""Cached kernels are dropped when cells.py, cpu.py or gemm.py changes (Numba keys them on
+their own file only)."""
 
 import hashlib
 from pathlib import Path
@@ -31,7 +31,8 @@ def test_stale_sources_stamp_flushes_the_cache(tmp_path, monkeypatch):
 
 
 def test_digest_covers_the_cell_math_and_the_cpu_helpers():
-    """step.py compiles cpu.py's row functions in: both files must be in the digest."""
+    """step.py compiles cpu.py's row functions in, cpu.py gemm.py's products: all three
+    files must be in the digest."""
     folder = Path(_cache.__file__).parent
-    sources = (folder / "cells.py").read_bytes() + (folder / "cpu.py").read_bytes()
+    sources = b"".join((folder / name).read_bytes() for name in ("cells.py", "cpu.py", "gemm.py"))
     assert _cache._DIGEST == hashlib.sha256(sources).hexdigest()

@@ -1,0 +1,80 @@
+"""The packed-weights GEMM of the CPU drivers (numbarnn.kernels.gemm) against NumPy in
+float64: every row count of the micro-kernel, ragged last panels, several blocks along K,
+strided views, accumulation."""
+
+import numpy as np
+import pytest
+
+from numbarnn.kernels import gemm
+
+DTYPES = [np.float32, np.float64]
+# (M, K, N): M covers each row count of the tile kernel (1..MR) and several tiles; N a
+# ragged last panel or exact panels; K = 1000 runs over several L1 blocks.
+SHAPES = [(1, 1, 1), (2, 3, 5), (gemm.MR, 7, 16), (gemm.MR + 1, 33, 40), (13, 64, 48),
+          (64, 256, 1024), (16, 1000, 100), (5, 17, 2)]
+
+
+def _tolerance(dtype, K):
+    return (1e-13 if dtype == np.float64 else 1e-6) * max(K, 1) ** 0.5
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matmul_matches_numpy(shape, dtype):
+    M, K, N = shape
+    rng = np.random.default_rng(M * 1000 + K + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((K, N)).astype(dtype)
+    expected = a.astype(np.float64) @ w.astype(np.float64)
+    scale = np.abs(expected).max()
+    panels = gemm.pack(w)
+    nr = gemm.panel_width(np.dtype(dtype).itemsize)
+    assert panels.shape == (-(-N // nr), K, nr)
+    padded = panels.transpose(1, 0, 2).reshape(K, -1)  # the panels side by side
+    np.testing.assert_array_equal(padded[:, :N], w)
+    assert (padded[:, N:] == 0).all()
+
+    out = np.full((M, N), np.nan, dtype)  # poisoned: every element must be written
+    gemm.matmul(a, panels, out, False)
+    assert np.abs(out - expected).max() <= _tolerance(dtype, K) * scale
+
+    start = rng.standard_normal((M, N)).astype(dtype)
+    out = start.copy()
+    gemm.matmul(a, panels, out, True)
+    assert np.abs(out - (start + expected)).max() <= _tolerance(dtype, K) * (scale + 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_matmul_on_views(dtype):
+    """Row strides of views, weights of any layout, and nothing written outside ``out``."""
+    M, K, N = 9, 21, 37
+    rng = np.random.default_rng(0)
+    a_big = rng.standard_normal((M, K + 5)).astype(dtype)
+    a = a_big[:, 2 : K + 2]
+    w = np.asfortranarray(rng.standard_normal((K, N)).astype(dtype))
+    out_big = rng.standard_normal((M, N + 7)).astype(dtype)
+    before = out_big.copy()
+    out = out_big[:, 3 : N + 3]
+    gemm.matmul(a, gemm.pack(w), out, False)
+    expected = a.astype(np.float64) @ w
+    assert np.abs(out - expected).max() <= _tolerance(dtype, K) * np.abs(expected).max()
+    np.testing.assert_array_equal(out_big[:, :3], before[:, :3])
+    np.testing.assert_array_equal(out_big[:, N + 3 :], before[:, N + 3 :])
+    np.testing.assert_array_equal(a_big[:, 2 : K + 2], a)  # inputs untouched
+
+
+def test_matmul_empty_k():
+    out = np.full((3, 4), np.nan, np.float32)
+    gemm.matmul(np.zeros((3, 0), np.float32), gemm.pack(np.zeros((0, 4), np.float32)), out, False)
+    assert (out == 0).all()
+
+
+def test_matmul_rejects_mismatch():
+    a = np.ones((4, 8), np.float32)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        gemm.matmul(np.ones((8, 4), np.float32).T, gemm.pack(np.ones((8, 5), np.float32)),
+                    np.empty((4, 5), np.float32), False)
+    with pytest.raises(ValueError, match="panels do not match"):
+        gemm.matmul(a, gemm.pack(np.ones((7, 5), np.float32)), np.empty((4, 5), np.float32), False)
+    with pytest.raises(ValueError, match="panels do not match"):
+        gemm.matmul(a, gemm.pack(np.ones((8, 5), np.float32)), np.empty((4, 40), np.float32), False)
