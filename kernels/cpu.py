@@ -69,9 +69,8 @@ _xxgemm = types.ExternalFunction(
 # once per call (:mod:`numbarnn.kernels.gemm`; 1.3-3x BLAS's rate at these shapes, measured).
 # That kernel runs on one thread, so when the BLAS has more than one, a product of at least
 # _PARALLEL_GEMM multiply-adds is one multithreaded BLAS call (2 threads, float32, B = 64,
-# H >= 256: 105-125 GFLOP/s against 70-90). At B = 1 a BLAS call (a matrix-vector product)
-# is faster than a one-row tile. (Numba's own threads cannot share out the panels: OpenBLAS's
-# idle threads keep spinning after its calls and take their cores.)
+# H >= 256: 105-125 GFLOP/s against 70-90). (Numba's own threads cannot share out the
+# panels: OpenBLAS's idle threads keep spinning after its calls and take their cores.)
 _PARALLEL_GEMM = 8 * 10**6
 
 
@@ -206,11 +205,11 @@ def _gemm(a, b, out, accumulate):
 def _pack_recurrent(w, B):
     """The weights ``w`` (K, N), any layout, of a per-step product with ``B`` rows, packed
     for :func:`_matmul` (:func:`gemm.pack`); or an empty array, meaning one BLAS call, when
-    ``B == 1`` or when with several threads the product is large (see ``_PARALLEL_GEMM``)."""
+    with several threads the product is large (see ``_PARALLEL_GEMM``)."""
     K, N = w.shape
-    if B == 1 or (B * K * N >= _PARALLEL_GEMM and _blas_threads() > 1):
+    if B * K * N >= _PARALLEL_GEMM and _blas_threads() > 1:
         return np.zeros((0, K, 1), dtype=w.dtype)
-    return gemm.pack(w)
+    return gemm.pack(w, B)
 
 
 @_jit

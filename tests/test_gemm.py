@@ -19,16 +19,20 @@ def _tolerance(dtype, K):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("packed_for", ["M", 1], ids=["narrow", "wide"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_matmul_matches_numpy(shape, dtype):
+def test_matmul_matches_numpy(shape, packed_for, dtype):
+    """Panels packed for the product's M rows (the one-row kernel at M = 1), or wide panels
+    for one row used with M rows."""
     M, K, N = shape
+    rows = M if packed_for == "M" else 1
     rng = np.random.default_rng(M * 1000 + K + N)
     a = rng.standard_normal((M, K)).astype(dtype)
     w = rng.standard_normal((K, N)).astype(dtype)
     expected = a.astype(np.float64) @ w.astype(np.float64)
     scale = np.abs(expected).max()
-    panels = gemm.pack(w)
-    nr = gemm.panel_width(np.dtype(dtype).itemsize)
+    panels = gemm.pack(w, rows)
+    nr = gemm.panel_width(np.dtype(dtype).itemsize, rows)
     assert panels.shape == (-(-N // nr), K, nr)
     padded = panels.transpose(1, 0, 2).reshape(K, -1)  # the panels side by side
     np.testing.assert_array_equal(padded[:, :N], w)
@@ -55,7 +59,7 @@ def test_matmul_on_views(dtype):
     out_big = rng.standard_normal((M, N + 7)).astype(dtype)
     before = out_big.copy()
     out = out_big[:, 3 : N + 3]
-    gemm.matmul(a, gemm.pack(w), out, False)
+    gemm.matmul(a, gemm.pack(w, M), out, False)
     expected = a.astype(np.float64) @ w
     assert np.abs(out - expected).max() <= _tolerance(dtype, K) * np.abs(expected).max()
     np.testing.assert_array_equal(out_big[:, :3], before[:, :3])
@@ -65,16 +69,16 @@ def test_matmul_on_views(dtype):
 
 def test_matmul_empty_k():
     out = np.full((3, 4), np.nan, np.float32)
-    gemm.matmul(np.zeros((3, 0), np.float32), gemm.pack(np.zeros((0, 4), np.float32)), out, False)
+    gemm.matmul(np.zeros((3, 0), np.float32), gemm.pack(np.zeros((0, 4), np.float32), 3), out, False)
     assert (out == 0).all()
 
 
 def test_matmul_rejects_mismatch():
     a = np.ones((4, 8), np.float32)
     with pytest.raises(ValueError, match="contiguous rows"):
-        gemm.matmul(np.ones((8, 4), np.float32).T, gemm.pack(np.ones((8, 5), np.float32)),
+        gemm.matmul(np.ones((8, 4), np.float32).T, gemm.pack(np.ones((8, 5), np.float32), 4),
                     np.empty((4, 5), np.float32), False)
     with pytest.raises(ValueError, match="panels do not match"):
-        gemm.matmul(a, gemm.pack(np.ones((7, 5), np.float32)), np.empty((4, 5), np.float32), False)
+        gemm.matmul(a, gemm.pack(np.ones((7, 5), np.float32), 4), np.empty((4, 5), np.float32), False)
     with pytest.raises(ValueError, match="panels do not match"):
-        gemm.matmul(a, gemm.pack(np.ones((8, 5), np.float32)), np.empty((4, 40), np.float32), False)
+        gemm.matmul(a, gemm.pack(np.ones((8, 5), np.float32), 4), np.empty((4, 40), np.float32), False)

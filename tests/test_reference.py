@@ -276,19 +276,19 @@ def test_driver_edge_sizes(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_driver_recurrent_product_paths(mode, B, blas_threads, dtype, monkeypatch):
     """Every way of doing the recurrent products matches the reference (H = 196): one BLAS
-    call at B = 1, and at B = 250 when the BLAS has several threads; otherwise the packed
-    kernel of ``numbarnn.kernels.gemm``, with a ragged last panel, a ragged last row tile
-    and (backward, K = G*H) several blocks along K."""
+    call at B = 250 when the BLAS has several threads; otherwise the packed kernels of
+    ``numbarnn.kernels.gemm``: the one-row kernel at B = 1, else tiles with a ragged last
+    row tile and (backward, K = G*H) several blocks along K; a ragged last panel in both."""
     monkeypatch.setattr(cpu, "_openblas_threads", lambda: blas_threads)
     H, G = 196, ref.GATES[mode]
-    nr = gemm.panel_width(np.dtype(dtype).itemsize)
+    nr = gemm.panel_width(np.dtype(dtype).itemsize, B)
     for w in (np.zeros((H, G * H), dtype), np.zeros((G * H, H), dtype)):  # forward, backward
         panels = cpu._pack_recurrent(w, B)
-        if B == 1 or (B == 250 and blas_threads > 1):
+        if B == 250 and blas_threads > 1:
             assert panels.shape[0] == 0
             continue
         assert panels.shape == (-(-w.shape[1] // nr), w.shape[0], nr)
-        assert H % nr and B % gemm.MR  # ragged: the backward's last panel, the last rows
+        assert H % nr and (B == 1 or B % gemm.MR)  # ragged: the last panel, the last rows
     results, _ = run_driver_case(mode, True, dtype, T=2, B=B, I=3, H=H, seed=5)
     for name, actual, expected in results:
         if dtype == np.float64:
