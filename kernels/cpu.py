@@ -204,10 +204,14 @@ def _gemm(a, b, out, accumulate):
 @_jit
 def _pack_recurrent(w, B):
     """The weights ``w`` (K, N), any layout, of a per-step product with ``B`` rows, packed
-    for :func:`_matmul` (:func:`gemm.pack`); or an empty array, meaning one BLAS call, when
-    with several threads the product is large (see ``_PARALLEL_GEMM``)."""
+    for :func:`_matmul` (:func:`gemm.pack`); or an empty array, meaning no packing: at
+    ``B == 1`` when ``w.T`` has contiguous rows (the forward's ``w_hh.T``: a matrix-vector
+    product reads them as they are, as fast as over packed panels, without the packing), and
+    with several threads when the product is large (one BLAS call, see ``_PARALLEL_GEMM``)."""
     K, N = w.shape
-    if B * K * N >= _PARALLEL_GEMM and _blas_threads() > 1:
+    if (B == 1 and w.strides[0] == w.itemsize) or (
+        B * K * N >= _PARALLEL_GEMM and _blas_threads() > 1
+    ):
         return np.zeros((0, K, 1), dtype=w.dtype)
     return gemm.pack(w, B)
 
@@ -216,10 +220,12 @@ def _pack_recurrent(w, B):
 def _matmul(a, w, panels, out):
     """``out = a @ w``: ``a`` (M, K), ``w`` (K, N), ``out`` (M, N), all C- or
     F-contiguous; ``panels`` is ``_pack_recurrent(w, M)``."""
-    if panels.shape[0] == 0:
-        np.dot(a, w, out)
-    else:
+    if panels.shape[0] > 0:
         gemm.matmul(a, panels, out, False)
+    elif a.shape[0] == 1 and w.strides[0] == w.itemsize:
+        gemm.matvec(w.T, a[0], out[0])
+    else:
+        np.dot(a, w, out)
 
 
 @_jit
@@ -307,6 +313,63 @@ def _gru_row(x_proj, h_proj, b_ih, b_hh, h, h_out, h_n_proj):
         n[j], h_out[j] = cells.gru_state_update(n[j] + bi_n[j], h_n_proj[j], r[j], z[j], h[j])
 
 
+# The backward of one step for one batch row, from the saved activations: ``dh`` (H,) holds
+# the gradient w.r.t. the row's state from the later steps, ``dy`` (H,) w.r.t. its output.
+# In row functions of their own, like the forward's: inlined into the sweeps' loops they ran
+# 3x slower (measured; LLVM vectorised them less well there).
+
+
+@_jit
+def _rnn_backward_row(y, dy, dh, relu, da):
+    """Elman row: ``da`` (H,) written, the gradient w.r.t. the pre-activation."""
+    if relu:
+        for j in range(da.shape[0]):
+            da[j] = cells.rnn_relu_cell_backward(y[j], dh[j] + dy[j])
+    else:
+        for j in range(da.shape[0]):
+            da[j] = cells.rnn_tanh_cell_backward(y[j], dh[j] + dy[j])
+
+
+@_jit
+def _lstm_backward_row(gates, c, c_prev, dy, dh, dc, da):
+    """LSTM row: ``da`` (4*H,) written from ``gates`` (4*H,) and the cell states ``c`` and
+    ``c_prev`` (H,); ``dc`` (H,) goes from the gradient w.r.t. ``c`` to that w.r.t. ``c_prev``."""
+    H = c.shape[0]
+    i, f, g, o = _gate_blocks(gates, H)
+    da_i, da_f, da_g, da_o = _gate_blocks(da, H)
+    for j in range(H):
+        da_i[j], da_f[j], da_g[j], da_o[j], dc[j] = cells.lstm_cell_backward(
+            i[j], f[j], g[j], o[j], c[j], c_prev[j], dh[j] + dy[j], dc[j]
+        )
+
+
+@_jit
+def _gru_backward_row(gates, h_n_proj, h_prev, dy, dh, da_x, da_h, dh_direct):
+    """GRU row: ``da_x`` and ``da_h`` (3*H,) written (the gradients w.r.t. the input and the
+    recurrent projections), and ``dh_direct`` (H,), the part of the gradient w.r.t. ``h_prev``
+    that does not go through ``W_hh``."""
+    H = h_prev.shape[0]
+    r, z, n, _ = _gate_blocks(gates, H)
+    dax_r, dax_z, dax_n, _ = _gate_blocks(da_x, H)
+    dah_n = da_h[2 * H :]
+    for j in range(H):
+        dax_r[j], dax_z[j], dax_n[j], dah_n[j], dh_direct[j] = cells.gru_cell_backward(
+            r[j], z[j], n[j], h_n_proj[j], h_prev[j], dh[j] + dy[j]
+        )
+    # r and z: the same gradient for both projections. A separate copy keeps the loop above
+    # small enough to vectorise (7 stores made it scalar, 8x slower).
+    da_h[: 2 * H] = da_x[: 2 * H]
+
+
+@_jit
+def _add_column_sums(a, out):
+    """``out += a.sum(axis=0)`` for ``a`` (M, N) with contiguous rows, row by row (a vector
+    loop; 3-4x faster than Numba's ``sum(axis=0)``, measured)."""
+    for row in a:
+        for j in range(out.shape[0]):
+            out[j] += row[j]
+
+
 @_jit
 def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
                  db_ih, db_hh):
@@ -341,8 +404,8 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, dx, dw_ih, d
         begin = t_lo + k0 + offset
         _gemm(da_h[k0:k1].reshape((m, GH)).T, states[begin : begin + k1 - k0].reshape((m, H)),
               dw_hh, True)
-    db_ih += da_x2.sum(axis=0)
-    db_hh += da_h2.sum(axis=0)
+    _add_column_sums(da_x2, db_ih)
+    _add_column_sums(da_h2, db_hh)
 
 
 # --------------------------------------------------------------------------- Elman RNN
@@ -427,16 +490,10 @@ def rnn_backward(
             t = _time_index(step, T, reverse)
             da_t = da[t - t_lo]
             for b in range(B):
-                da_row, y_row, dy_row, dh_row = da_t[b], y[t, b], dy[t, b], dh[b]
                 if t >= lengths[b]:
-                    da_row[:] = 0
-                    continue
-                if relu:
-                    for j in range(H):
-                        da_row[j] = cells.rnn_relu_cell_backward(y_row[j], dh_row[j] + dy_row[j])
+                    da_t[b] = 0
                 else:
-                    for j in range(H):
-                        da_row[j] = cells.rnn_tanh_cell_backward(y_row[j], dh_row[j] + dy_row[j])
+                    _rnn_backward_row(y[t, b], dy[t, b], dh[b], relu, da_t[b])
             _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
@@ -539,18 +596,11 @@ def lstm_backward(
             da_t = da[t - t_lo]
             c_prev = _state_before(c, c_first, t, reverse)
             for b in range(B):
-                g_row, da_row, dc_row, dh_row = gates[t, b], da_t[b], dcell[b], dh[b]
-                c_row, c_prev_row, dy_row = c[t, b], c_prev[b], dy[t, b]
                 if t >= lengths[b]:
-                    da_row[:] = 0
-                    continue
-                i, f, g, o = _gate_blocks(g_row, H)
-                da_i, da_f, da_g, da_o = _gate_blocks(da_row, H)
-                for j in range(H):
-                    da_i[j], da_f[j], da_g[j], da_o[j], dc_row[j] = cells.lstm_cell_backward(
-                        i[j], f[j], g[j], o[j], c_row[j], c_prev_row[j],
-                        dh_row[j] + dy_row[j], dc_row[j],
-                    )
+                    da_t[b] = 0
+                else:
+                    _lstm_backward_row(gates[t, b], c[t, b], c_prev[b], dy[t, b], dh[b], dcell[b],
+                                       da_t[b])
             _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
@@ -649,24 +699,13 @@ def gru_backward(
             dax_t, dah_t = da_x[t - t_lo], da_h[t - t_lo]
             h_prev = _state_before(y, first, t, reverse)
             for b in range(B):
-                g_row, hn_row, hb_row = gates[t, b], h_n_proj[t, b], h_prev[b]
-                dh_row, dy_row, dd_row = dh[b], dy[t, b], dh_direct[b]
-                dax_row, dah_row = dax_t[b], dah_t[b]
                 if t >= lengths[b]:
-                    dax_row[:] = 0
-                    dah_row[:] = 0
-                    dd_row[:] = dh_row  # the gradient passes through this padded step
-                    continue
-                r, z, n, _ = _gate_blocks(g_row, H)
-                dax_r, dax_z, dax_n, _ = _gate_blocks(dax_row, H)
-                dah_n = dah_row[2 * H :]
-                for j in range(H):
-                    dax_r[j], dax_z[j], dax_n[j], dah_n[j], dd_row[j] = cells.gru_cell_backward(
-                        r[j], z[j], n[j], hn_row[j], hb_row[j], dh_row[j] + dy_row[j]
-                    )
-                # r and z: the same gradient for both projections. A separate copy keeps the
-                # loop above small enough to vectorise (7 stores made it scalar, 8x slower).
-                dah_row[: 2 * H] = dax_row[: 2 * H]
+                    dax_t[b] = 0
+                    dah_t[b] = 0
+                    dh_direct[b] = dh[b]  # the gradient passes through this padded step
+                else:
+                    _gru_backward_row(gates[t, b], h_n_proj[t, b], h_prev[b], dy[t, b], dh[b],
+                                      dax_t[b], dah_t[b], dh_direct[b])
             _matmul(dah_t, w_hh, w_panels, dh)
             dh += dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
         count = end - start
@@ -677,9 +716,9 @@ def gru_backward(
 
 _cache.flush_if_sources_changed(
     __name__,
-    [_time_index, _state_before, _chunk_steps, _chunk_first_time, _chunk_grads,
+    [_time_index, _state_before, _chunk_steps, _chunk_first_time, _add_column_sums, _chunk_grads,
      _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_recurrent, _matmul,
      _backprop_state, _gate_blocks, _summed,
-     _rnn_row, _lstm_row, _gru_row,
+     _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )

@@ -50,38 +50,9 @@ Conventions (as in :mod:`numbarnn.kernels.cpu`):
 import numpy as np
 from numba import njit
 
-from . import _cache, cpu
+from . import _cache, cpu, gemm
 
 _jit = njit(cache=True, error_model="numpy")
-
-
-# Summing a dot product in any order lets LLVM vectorise it (as BLAS does); only this
-# function gets the flag, never the cell math.
-@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
-def _matvec(w, v, out):
-    """``out[k] = sum_j w[k, j] * v[j]``: ``w`` (N, M), ``v`` (M,), ``out`` (N,) written.
-
-    Four rows at a time, so each element of ``v`` is loaded once for four rows.
-    """
-    n, m = w.shape
-    zero = out.dtype.type(0)
-    n4 = n - n % 4
-    for k in range(0, n4, 4):
-        r0, r1, r2, r3 = w[k], w[k + 1], w[k + 2], w[k + 3]
-        s0 = s1 = s2 = s3 = zero
-        for j in range(m):
-            vj = v[j]
-            s0 += r0[j] * vj
-            s1 += r1[j] * vj
-            s2 += r2[j] * vj
-            s3 += r3[j] * vj
-        out[k], out[k + 1], out[k + 2], out[k + 3] = s0, s1, s2, s3
-    for k in range(n4, n):
-        row = w[k]
-        s = zero
-        for j in range(m):
-            s += row[j] * v[j]
-        out[k] = s
 
 
 # ------------------------------------------------------------------ one row of the cell math
@@ -135,8 +106,8 @@ def rnn_step_vector(x, w_ih, w_hh, b_ih, b_hh, h, relu, h_out):
     H = h_out.shape[0]
     xw = np.empty(H, dtype=h_out.dtype)
     hw = np.empty(H, dtype=h_out.dtype)
-    _matvec(w_ih, x, xw)
-    _matvec(w_hh, h, hw)
+    gemm.matvec(w_ih, x, xw)
+    gemm.matvec(w_hh, h, hw)
     _rnn_row(xw, hw, b_ih, b_hh, relu, h_out)
 
 
@@ -160,8 +131,8 @@ def lstm_step_vector(x, w_ih, w_hh, b_ih, b_hh, h, c, h_out, c_out):
     H = h_out.shape[0]
     xw = np.empty(4 * H, dtype=h_out.dtype)
     hw = np.empty(4 * H, dtype=h_out.dtype)
-    _matvec(w_ih, x, xw)
-    _matvec(w_hh, h, hw)
+    gemm.matvec(w_ih, x, xw)
+    gemm.matvec(w_hh, h, hw)
     _lstm_row(xw, hw, b_ih, b_hh, c, h_out, c_out)
 
 
@@ -185,8 +156,8 @@ def gru_step_vector(x, w_ih, w_hh, b_ih, b_hh, h, h_out):
     H = h_out.shape[0]
     xw = np.empty(3 * H, dtype=h_out.dtype)
     hw = np.empty(3 * H, dtype=h_out.dtype)
-    _matvec(w_ih, x, xw)
-    _matvec(w_hh, h, hw)
+    gemm.matvec(w_ih, x, xw)
+    gemm.matvec(w_hh, h, hw)
     _gru_row(xw, hw, b_ih, b_hh, h, h_out)
 
 
@@ -359,7 +330,7 @@ def gru_layers_step(x, w_ih, w_hh, b_ih, b_hh, h, h_out):
 
 _cache.flush_if_sources_changed(
     __name__,
-    [_matvec, _lstm_row, _gru_row, rnn_step_vector, lstm_step_vector,
+    [_lstm_row, _gru_row, rnn_step_vector, lstm_step_vector,
      gru_step_vector, rnn_step, lstm_step, gru_step, rnn_layers_step, lstm_layers_step,
      gru_layers_step],
 )

@@ -8,10 +8,11 @@ import pytest
 from numbarnn.kernels import gemm
 
 DTYPES = [np.float32, np.float64]
-# (M, K, N): M covers each row count of the tile kernel (1..MR) and several tiles; N a
-# ragged last panel or exact panels; K = 1000 runs over several L1 blocks.
+# (M, K, N): M covers each row count of the tile kernel (1..MR), several tiles and (1000)
+# several L2 blocks of rows; N a ragged last panel or exact panels; K = 1000 and 500 run
+# over several L1 blocks.
 SHAPES = [(1, 1, 1), (2, 3, 5), (gemm.MR, 7, 16), (gemm.MR + 1, 33, 40), (13, 64, 48),
-          (64, 256, 1024), (16, 1000, 100), (5, 17, 2)]
+          (64, 256, 1024), (16, 1000, 100), (5, 17, 2), (1000, 500, 40)]
 
 
 def _tolerance(dtype, K):
@@ -67,6 +68,23 @@ def test_matmul_on_views(dtype):
     np.testing.assert_array_equal(a_big[:, 2 : K + 2], a)  # inputs untouched
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("view", ["transposed", "strided"])
+def test_matmul_a_of_any_strides(view, dtype):
+    """``a`` may be a transposed matrix (the weight gradients' ``da.T``) or any strided view."""
+    M, K, N = 50, 700, 24
+    rng = np.random.default_rng(1)
+    if view == "transposed":
+        a = rng.standard_normal((K, M)).astype(dtype).T
+    else:
+        a = rng.standard_normal((2 * M, 3 * K)).astype(dtype)[::2, ::3]
+    w = rng.standard_normal((K, N)).astype(dtype)
+    out = np.full((M, N), np.nan, dtype)
+    gemm.matmul(a, gemm.pack(w, M), out, False)
+    expected = a.astype(np.float64) @ w
+    assert np.abs(out - expected).max() <= _tolerance(dtype, K) * np.abs(expected).max()
+
+
 def test_matmul_empty_k():
     out = np.full((3, 4), np.nan, np.float32)
     gemm.matmul(np.zeros((3, 0), np.float32), gemm.pack(np.zeros((0, 4), np.float32), 3), out, False)
@@ -76,9 +94,23 @@ def test_matmul_empty_k():
 def test_matmul_rejects_mismatch():
     a = np.ones((4, 8), np.float32)
     with pytest.raises(ValueError, match="contiguous rows"):
-        gemm.matmul(np.ones((8, 4), np.float32).T, gemm.pack(np.ones((8, 5), np.float32), 4),
-                    np.empty((4, 5), np.float32), False)
+        gemm.matmul(a, gemm.pack(np.ones((8, 5), np.float32), 4),
+                    np.empty((5, 4), np.float32).T, False)
     with pytest.raises(ValueError, match="panels do not match"):
         gemm.matmul(a, gemm.pack(np.ones((7, 5), np.float32), 4), np.empty((4, 5), np.float32), False)
     with pytest.raises(ValueError, match="panels do not match"):
         gemm.matmul(a, gemm.pack(np.ones((8, 5), np.float32), 4), np.empty((4, 40), np.float32), False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (4, 128), (514, 131)])
+def test_matvec_matches_numpy(shape, dtype):
+    """The batch-1 product over weights as they are, including the rows past a multiple of 4."""
+    N, M = shape
+    rng = np.random.default_rng(N + M)
+    w = rng.standard_normal((N, M)).astype(dtype)
+    v = rng.standard_normal(M).astype(dtype)
+    out = np.full(N, np.nan, dtype)
+    gemm.matvec(w, v, out)
+    expected = w.astype(np.float64) @ v
+    assert np.abs(out - expected).max() <= _tolerance(dtype, M) * np.abs(expected).max()

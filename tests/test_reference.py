@@ -276,15 +276,18 @@ def test_driver_edge_sizes(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_driver_recurrent_product_paths(mode, B, blas_threads, dtype, monkeypatch):
     """Every way of doing the recurrent products matches the reference (H = 196): one BLAS
-    call at B = 250 when the BLAS has several threads; otherwise the packed kernels of
-    ``numbarnn.kernels.gemm``: the one-row kernel at B = 1, else tiles with a ragged last
-    row tile and (backward, K = G*H) several blocks along K; a ragged last panel in both."""
+    call at B = 250 when the BLAS has several threads; at B = 1 forward a matrix-vector
+    product over ``w_hh`` as it is; otherwise the packed kernels of
+    ``numbarnn.kernels.gemm``: the one-row kernel at B = 1 (backward), else tiles with a
+    ragged last row tile and (backward, K = G*H) several blocks along K; a ragged last
+    panel in both."""
     monkeypatch.setattr(cpu, "_openblas_threads", lambda: blas_threads)
     H, G = 196, ref.GATES[mode]
     nr = gemm.panel_width(np.dtype(dtype).itemsize, B)
-    for w in (np.zeros((H, G * H), dtype), np.zeros((G * H, H), dtype)):  # forward, backward
+    w_hh = np.zeros((G * H, H), dtype)
+    for w in (w_hh.T, w_hh):  # as the forward and the backward multiply by it
         panels = cpu._pack_recurrent(w, B)
-        if B == 250 and blas_threads > 1:
+        if (B == 250 and blas_threads > 1) or (B == 1 and w is not w_hh):
             assert panels.shape[0] == 0
             continue
         assert panels.shape == (-(-w.shape[1] // nr), w.shape[0], nr)
