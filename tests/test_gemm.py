@@ -8,11 +8,12 @@ import pytest
 from numbarnn.kernels import gemm
 
 DTYPES = [np.float32, np.float64]
-# (M, K, N): M covers each row count of the tile kernel (1..MR), several tiles and (1000)
-# several L2 blocks of rows; N a ragged last panel or exact panels; K = 1000 and 500 run
-# over several L1 blocks.
-SHAPES = [(1, 1, 1), (2, 3, 5), (gemm.MR, 7, 16), (gemm.MR + 1, 33, 40), (13, 64, 48),
-          (64, 256, 1024), (16, 1000, 100), (5, 17, 2), (1000, 500, 40)]
+# (M, K, N): M covers each row count of the tile kernel (1..MR), the last rows split in two
+# tiles (MR + 1 .. MR + 3), several tiles and (1000) several L2 blocks of rows; N a ragged
+# last panel or exact panels; K = 1000 and 500 run over several L1 blocks.
+SHAPES = [(1, 1, 1), (2, 3, 5), (gemm.MR, 7, 16), (gemm.MR + 1, 33, 40), (gemm.MR + 2, 9, 20),
+          (gemm.MR + 3, 40, 33), (13, 64, 48), (64, 256, 1024), (16, 1000, 100), (5, 17, 2),
+          (1000, 500, 40)]
 
 
 def _tolerance(dtype, K):
