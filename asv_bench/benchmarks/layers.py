@@ -48,10 +48,8 @@ class TrainStep:
 
 
 class StreamingStep:
-    """One time step, batch 1, H = 128, called from Python, feeding the state back in.
-
-    Uses the layer's ``step`` method when it has one, else ``forward`` on a (1, 1, I) input.
-    """
+    """One time step, batch 1, H = 128, called from Python with the layer's ``step``, feeding
+    the state back in."""
 
     params = (list(CELLS), list(BACKENDS))
     param_names = ("cell", "backend")
@@ -62,14 +60,12 @@ class StreamingStep:
         def build():
             I, H = STREAM_SIZE
             model = CELLS[cell](I, H, dtype=np.float32, backend=backend, seed=0).eval()
-            x = b.asarray(np.random.default_rng(0).standard_normal((1, 1, I)).astype(np.float32))
-            zeros = b.xp.zeros((1, 1, H), dtype=np.float32)
-            state = (zeros, zeros.copy()) if cell == "lstm" else zeros
-            _, state = model(x, state)
-            return model, x, state, sync_function(b)
+            x_t = b.asarray(np.random.default_rng(0).standard_normal((1, I)).astype(np.float32))
+            _, state = model.step(x_t)  # compiles (or loads the cache) outside the timing
+            return model, x_t, state, sync_function(b)
 
-        self.model, self.x, self.state, self.sync = memoised(("stream", cell, backend), build)
+        self.model, self.x_t, self.state, self.sync = memoised(("stream", cell, backend), build)
 
     def time_step(self, cell, backend):
-        _, self.state = self.model(self.x, self.state)
+        _, self.state = self.model.step(self.x_t, self.state)
         self.sync()
