@@ -28,6 +28,8 @@ with AVX2, 64 with AVX-512, 16 otherwise). Each output element is a plain sum ov
 order (fused multiply-adds, no reassociation), in float32 or float64 as the operands.
 """
 
+import os
+
 import llvmlite.binding
 import numpy as np
 from llvmlite import ir
@@ -38,7 +40,16 @@ from numba.extending import intrinsic
 _jit = njit(cache=True, error_model="numpy")
 
 
-def _host_vector_bytes():
+def _vector_bytes():
+    """Bytes per vector register of the host CPU. ``NUMBARNN_VECTOR_BYTES`` (16, 32 or 64)
+    overrides it: the tests build the kernels at every width (LLVM splits wider vectors than
+    the CPU has, so all run anywhere), each in a fresh ``NUMBA_CACHE_DIR``, as Numba's
+    cache does not see the variable."""
+    override = os.environ.get("NUMBARNN_VECTOR_BYTES")
+    if override:
+        if override not in ("16", "32", "64"):
+            raise ValueError(f"NUMBARNN_VECTOR_BYTES: expected 16, 32 or 64, got {override!r}")
+        return int(override)
     features = llvmlite.binding.get_host_cpu_features()
     if features.get("avx512f"):
         return 64
@@ -47,7 +58,7 @@ def _host_vector_bytes():
     return 16
 
 
-_VECTOR_BYTES = _host_vector_bytes()
+_VECTOR_BYTES = _vector_bytes()
 #: Rows of the output tile the micro-kernel holds in registers. With two vectors per row,
 #: 12 accumulators, 2 panel vectors and a broadcast fill AVX2's 16 registers.
 MR = 6

@@ -2,6 +2,11 @@
 float64: every row count of the micro-kernel, ragged last panels, several blocks along K,
 strided views, accumulation."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -115,3 +120,25 @@ def test_matvec_matches_numpy(shape, dtype):
     gemm.matvec(w, v, out)
     expected = w.astype(np.float64) @ v
     assert np.abs(out - expected).max() <= _tolerance(dtype, M) * np.abs(expected).max()
+
+
+@pytest.mark.parametrize(
+    "vector_bytes", [w for w in (16, 32, 64) if w != gemm._VECTOR_BYTES], ids=lambda w: f"{w}B"
+)
+def test_other_vector_widths(vector_bytes, tmp_path):
+    """The tests above with the kernels built for the vector widths this CPU does not have
+    (SSE/NEON 16 bytes, AVX2 32, AVX-512 64: LLVM splits or widens them, so each runs here),
+    in a fresh Numba cache: the panel widths and the micro-kernel's code all follow the width."""
+    env = dict(os.environ, NUMBARNN_VECTOR_BYTES=str(vector_bytes),
+               NUMBA_CACHE_DIR=str(tmp_path))
+    check = (
+        "from numbarnn.kernels import gemm; "
+        f"assert gemm.panel_width(4, 2) == 2 * {vector_bytes} // 4, gemm.panel_width(4, 2)"
+    )
+    subprocess.run([sys.executable, "-c", check], env=env, check=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "not other_vector_widths"],
+        env=env, cwd=Path(__file__).parent.parent, capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
