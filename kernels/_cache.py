@@ -4,9 +4,9 @@ Numba keys a cached function on the file that defines it, not on the functions o
 files compiled into it: the cell math of cells.py is inlined into every driver and
 kernel, step.py calls the row functions and BLAS helpers of cpu.py, and cpu.py the packed
 products of gemm.py. After one of those files changes, a cached kernel would still run the
-old code. Each kernel module calls :func:`flush_if_sources_changed` once at import; it drops the module's cached
-functions when the hash of the shared sources differs from the one recorded beside the
-cache.
+old code. Each kernel module calls :func:`flush_if_sources_changed` once at import; it
+drops the module's cached functions when the hash of the shared sources differs from the
+one recorded beside the cache.
 """
 
 import hashlib

@@ -19,7 +19,7 @@ BLIS and oneDNN do:
   gradients over a chunk of steps);
 * a product with a single row (batch 1) has no row to share a panel with: it gets wide
   panels and a one-row kernel with 8 vectors of accumulators, which streams the weights
-  at close to the cache's bandwidth (1.9x OpenBLAS's matrix-vector product at H = 128).
+  at close to the cache's bandwidth (1.2-1.7x OpenBLAS's matrix-vector product at H = 128).
 
 The micro-kernel is LLVM IR written from Python (a Numba intrinsic): vectors and fused
 multiply-adds map one to one onto the CPU's registers and instructions, where LLVM does not
@@ -222,7 +222,8 @@ def pack(w, rows):
     nr = panel_width(w.itemsize, rows)
     n_panels = -(-N // nr)
     panels = np.empty((n_panels, K, nr), dtype=w.dtype)
-    panels[n_panels - 1] = 0  # the padding of the ragged last panel
+    if n_panels > 0:
+        panels[n_panels - 1] = 0  # the padding of the ragged last panel
     # Loops over views from index 0 (LLVM drops the negative-index checks and vectorises),
     # reading w along its contiguous axis: 2-3x faster than w[k, p*nr + j] (measured).
     rows_contiguous = w.strides[1] == w.itemsize

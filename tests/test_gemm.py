@@ -91,6 +91,14 @@ def test_matmul_a_of_any_strides(view, dtype):
     assert np.abs(out - expected).max() <= _tolerance(dtype, K) * np.abs(expected).max()
 
 
+def test_pack_and_matmul_without_columns():
+    """N = 0: no panels, nothing written (and nothing outside the empty output)."""
+    panels = gemm.pack(np.ones((3, 0), np.float32), 2)
+    assert panels.shape == (0, 3, gemm.panel_width(4, 2))
+    out = np.empty((2, 0), np.float32)
+    gemm.matmul(np.ones((2, 3), np.float32), panels, out, False)
+
+
 def test_matmul_empty_k():
     out = np.full((3, 4), np.nan, np.float32)
     gemm.matmul(np.zeros((3, 0), np.float32), gemm.pack(np.zeros((0, 4), np.float32), 3), out, False)
