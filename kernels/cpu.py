@@ -73,6 +73,12 @@ _xxgemm = types.ExternalFunction(
 # panels: OpenBLAS's idle threads keep spinning after its calls and take their cores.)
 _PARALLEL_GEMM = 8 * 10**6
 
+# The products done once per call with many rows (the input projection of all steps, the
+# input gradient of a chunk) go through packed weights too while the weights fit in L2:
+# 1 thread, float32, 1.15-1.6x BLAS's rate at 128-256 KB of weights (the smaller the
+# product, the more), even at 768 KB, 0.85-0.9x at 1-4 MB (measured).
+_PACKED_WEIGHT_BYTES = 512 * 1024
+
 
 def _openblas_get_num_threads():
     """``get_num_threads`` of the OpenBLAS that SciPy bundles (the BLAS behind Numba's
@@ -202,24 +208,32 @@ def _gemm(a, b, out, accumulate):
 
 
 @_jit
-def _pack_recurrent(w, B):
-    """The weights ``w`` (K, N), any layout, of a per-step product with ``B`` rows, packed
-    for :func:`_matmul` (:func:`gemm.pack`); or an empty array, meaning no packing: at
-    ``B == 1`` when ``w.T`` has contiguous rows (the forward's ``w_hh.T``: a matrix-vector
-    product reads them as they are, as fast as over packed panels, without the packing), and
-    with several threads when the product is large (one BLAS call, see ``_PARALLEL_GEMM``)."""
+def _pack_weights(w, M, per_step):
+    """The weights ``w`` (K, N), any layout, of a product with ``M`` rows, packed for
+    :func:`_matmul` (:func:`gemm.pack`); or an empty array, meaning no packing, where that is
+    as fast or faster:
+
+    * ``M == 1`` when ``w.T`` has contiguous rows (the forward's ``w_hh.T`` at batch 1): a
+      matrix-vector product reads them as they are;
+    * several BLAS threads and a product of at least ``_PARALLEL_GEMM`` multiply-adds: one
+      multithreaded BLAS call;
+    * a product done once per call, not ``per_step`` (the input projection of all steps, the
+      input gradient of a chunk), whose weights are over ``_PACKED_WEIGHT_BYTES``: BLAS.
+    """
     K, N = w.shape
-    if (B == 1 and w.strides[0] == w.itemsize) or (
-        B * K * N >= _PARALLEL_GEMM and _blas_threads() > 1
+    if (
+        (M == 1 and w.strides[0] == w.itemsize)
+        or (M * K * N >= _PARALLEL_GEMM and _blas_threads() > 1)
+        or (not per_step and K * N * w.itemsize > _PACKED_WEIGHT_BYTES)
     ):
         return np.zeros((0, K, 1), dtype=w.dtype)
-    return gemm.pack(w, B)
+    return gemm.pack(w, M)
 
 
 @_jit
 def _matmul(a, w, panels, out):
     """``out = a @ w``: ``a`` (M, K), ``w`` (K, N), ``out`` (M, N), all C- or
-    F-contiguous; ``panels`` is ``_pack_recurrent(w, M)``."""
+    F-contiguous; ``panels`` is ``_pack_weights(w, M, ...)``."""
     if panels.shape[0] > 0:
         gemm.matmul(a, panels, out, False)
     elif a.shape[0] == 1 and w.strides[0] == w.itemsize:
@@ -229,10 +243,19 @@ def _matmul(a, w, panels, out):
 
 
 @_jit
+def _project_input(x, w_ih, out):
+    """``out = x @ w_ih.T`` over all steps: ``x`` (T, B, I), ``w_ih`` (G*H, I), ``out``
+    (T*B, G*H)."""
+    T, B, I = x.shape
+    x2 = x.reshape((T * B, I))
+    _matmul(x2, w_ih.T, _pack_weights(w_ih.T, T * B, False), out)
+
+
+@_jit
 def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths):
     """``dh = da_t @ w_hh``: the gradient w.r.t. the state step ``t`` started from.
 
-    ``w_panels`` is ``_pack_recurrent(w_hh, B)``. Sequences already ended at ``t`` keep their
+    ``w_panels`` is ``_pack_weights(w_hh, B, True)``. Sequences already ended at ``t`` keep their
     ``dh`` (the step did not touch them); ``dh_saved`` (B, H) is scratch.
     """
     padded = _has_padding(t, lengths)
@@ -371,14 +394,15 @@ def _add_column_sums(a, out):
 
 
 @_jit
-def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
-                 db_ih, db_hh):
+def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels, dx, dw_ih,
+                 dw_hh, db_ih, db_hh):
     """The gradients that are GEMMs, for the steps of one chunk of the backward sweep.
 
     ``da_x`` and ``da_h`` (n, B, G*H) hold the gradients w.r.t. the input and recurrent
     projections at true times ``t_lo .. t_lo + n - 1`` (the same array except for GRU);
     ``states`` (T, B, H) the hidden state of every step and ``first`` (B, H), C-contiguous,
-    the initial one. Writes those times of ``dx`` (T, B, I); accumulates the weight and bias
+    the initial one; ``w_ih_panels`` is ``_pack_weights(w_ih, steps * B, False)`` for the
+    chunks' ``steps``. Writes those times of ``dx`` (T, B, I); accumulates the weight and bias
     gradients.
     """
     n, B, GH = da_x.shape
@@ -387,7 +411,7 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, dx, dw_ih, d
     rows = n * B
     da_x2 = da_x.reshape((rows, GH))
     da_h2 = da_h.reshape((rows, GH))
-    np.dot(da_x2, w_ih, dx[t_lo : t_lo + n].reshape((rows, I)))
+    _matmul(da_x2, w_ih, w_ih_panels, dx[t_lo : t_lo + n].reshape((rows, I)))
     _gemm(da_x2.T, x[t_lo : t_lo + n].reshape((rows, I)), dw_ih, True)
     # dw_hh: each step's gradient times the state it started from, read in place from
     # `states` (shifted by one step) except for the step that started from `first`.
@@ -438,11 +462,11 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     T, B, I = x.shape
     H = h0.shape[1]
     a = np.empty((T, B, H), dtype=x.dtype)
-    np.dot(x.reshape((T * B, I)), w_ih.T, a.reshape((T * B, H)))
+    _project_input(x, w_ih, a.reshape((T * B, H)))
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     h_proj = np.empty((B, H), dtype=x.dtype)
-    w_panels = _pack_recurrent(w_hh.T, B)
+    w_panels = _pack_weights(w_hh.T, B, True)
     for step in range(T):
         t = _time_index(step, T, reverse)
         _matmul(h, w_hh.T, w_panels, h_proj)
@@ -482,7 +506,8 @@ def rnn_backward(
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dh_saved = np.empty((B, H), dtype=x.dtype)
-    w_panels = _pack_recurrent(w_hh, B)
+    w_panels = _pack_weights(w_hh, B, True)
+    w_ih_panels = _pack_weights(w_ih, steps * B, False)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
@@ -496,8 +521,8 @@ def rnn_backward(
                     _rnn_backward_row(y[t, b], dy[t, b], dh[b], relu, da_t[b])
             _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
         count = end - start
-        _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
-                     db_ih, db_hh)
+        _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels, dx,
+                     dw_ih, dw_hh, db_ih, db_hh)
     dh0[:] = dh
 
 
@@ -533,13 +558,13 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     """
     T, B, I = x.shape
     H = h0.shape[1]
-    np.dot(x.reshape((T * B, I)), w_ih.T, gates.reshape((T * B, 4 * H)))
+    _project_input(x, w_ih, gates.reshape((T * B, 4 * H)))
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     cell = np.empty((B, H), dtype=x.dtype)
     cell[:] = c0
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
-    w_panels = _pack_recurrent(w_hh.T, B)
+    w_panels = _pack_weights(w_hh.T, B, True)
     for step in range(T):
         t = _time_index(step, T, reverse)
         _matmul(h, w_hh.T, w_panels, h_proj)
@@ -587,7 +612,8 @@ def lstm_backward(
     dcell = np.empty((B, H), dtype=x.dtype)
     dcell[:] = dc_n
     dh_saved = np.empty((B, H), dtype=x.dtype)
-    w_panels = _pack_recurrent(w_hh, B)
+    w_panels = _pack_weights(w_hh, B, True)
+    w_ih_panels = _pack_weights(w_ih, steps * B, False)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
@@ -603,8 +629,8 @@ def lstm_backward(
                                        da_t[b])
             _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
         count = end - start
-        _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
-                     db_ih, db_hh)
+        _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, w_ih_panels, dx,
+                     dw_ih, dw_hh, db_ih, db_hh)
     dh0[:] = dh
     dc0[:] = dcell
 
@@ -641,11 +667,11 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     """
     T, B, I = x.shape
     H = h0.shape[1]
-    np.dot(x.reshape((T * B, I)), w_ih.T, gates.reshape((T * B, 3 * H)))
+    _project_input(x, w_ih, gates.reshape((T * B, 3 * H)))
     h = np.empty((B, H), dtype=x.dtype)
     h[:] = h0
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
-    w_panels = _pack_recurrent(w_hh.T, B)
+    w_panels = _pack_weights(w_hh.T, B, True)
     for step in range(T):
         t = _time_index(step, T, reverse)
         _matmul(h, w_hh.T, w_panels, h_proj)
@@ -690,7 +716,8 @@ def gru_backward(
     dh = np.empty((B, H), dtype=x.dtype)
     dh[:] = dh_n
     dh_direct = np.empty((B, H), dtype=x.dtype)
-    w_panels = _pack_recurrent(w_hh, B)
+    w_panels = _pack_weights(w_hh, B, True)
+    w_ih_panels = _pack_weights(w_ih, steps * B, False)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
@@ -709,15 +736,16 @@ def gru_backward(
             _matmul(dah_t, w_hh, w_panels, dh)
             dh += dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
         count = end - start
-        _chunk_grads(da_x[:count], da_h[:count], x, y, first, t_lo, reverse, w_ih, dx, dw_ih, dw_hh,
-                     db_ih, db_hh)
+        _chunk_grads(da_x[:count], da_h[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels,
+                     dx, dw_ih, dw_hh, db_ih, db_hh)
     dh0[:] = dh
 
 
 _cache.flush_if_sources_changed(
     __name__,
     [_time_index, _state_before, _chunk_steps, _chunk_first_time, _add_column_sums, _chunk_grads,
-     _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_recurrent, _matmul,
+     _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_weights, _matmul,
+     _project_input,
      _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],

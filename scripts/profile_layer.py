@@ -6,7 +6,7 @@ Times ``numbarnn.kernels.cpu.<cell>_forward`` and ``<cell>_backward`` (float32, 
 direction) and, with the drivers' own helpers, their GEMMs alone:
 
 * forward: the input projection of all steps (one GEMM) and the recurrent product of every
-  step (``_pack_recurrent`` + ``_matmul``); the rest is the cell math and bookkeeping;
+  step (``_pack_weights`` + ``_matmul``); the rest is the cell math and bookkeeping;
 * backward: the recurrent product of every step (``dh = da @ W_hh``) and the GEMMs of the
   chunks (input and weight gradients, ``_chunk_grads``); the rest is the cell math.
 
@@ -32,14 +32,14 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 @njit
 def _input_gemm(x, w_ih, out):
-    T, B, I = x.shape
-    np.dot(x.reshape((T * B, I)), w_ih.T, out.reshape((T * B, out.shape[2])))
+    T, B, _ = x.shape
+    cpu._project_input(x, w_ih, out.reshape((T * B, out.shape[2])))
 
 
 @njit
 def _recurrent_products(a, w, out, steps):
     """``steps`` products ``out = a @ w`` as a driver does them."""
-    panels = cpu._pack_recurrent(w, a.shape[0])
+    panels = cpu._pack_weights(w, a.shape[0], True)
     for _ in range(steps):
         cpu._matmul(a, w, panels, out)
 
@@ -49,10 +49,11 @@ def _chunk_gemms(da, x, y, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh, h0):
     """The backward's GEMMs over chunks of steps, as ``<cell>_backward`` does them."""
     T, B, _ = x.shape
     steps = cpu._chunk_steps(T, B)
+    w_ih_panels = cpu._pack_weights(w_ih, steps * B, False)
     for end in range(T, 0, -steps):
         start = max(0, end - steps)
-        cpu._chunk_grads(da[start:end], da[start:end], x, y, h0, start, False, w_ih, dx, dw_ih,
-                         dw_hh, db_ih, db_hh)
+        cpu._chunk_grads(da[start:end], da[start:end], x, y, h0, start, False, w_ih, w_ih_panels,
+                         dx, dw_ih, dw_hh, db_ih, db_hh)
 
 
 def _fastest_ms(fn, repeat):

@@ -286,19 +286,40 @@ def test_driver_recurrent_product_paths(mode, B, blas_threads, dtype, monkeypatc
     nr = gemm.panel_width(np.dtype(dtype).itemsize, B)
     w_hh = np.zeros((G * H, H), dtype)
     for w in (w_hh.T, w_hh):  # as the forward and the backward multiply by it
-        panels = cpu._pack_recurrent(w, B)
+        panels = cpu._pack_weights(w, B, True)
         if (B == 250 and blas_threads > 1) or (B == 1 and w is not w_hh):
             assert panels.shape[0] == 0
             continue
         assert panels.shape == (-(-w.shape[1] // nr), w.shape[0], nr)
         assert H % nr and (B == 1 or B % gemm.MR)  # ragged: the last panel, the last rows
     results, _ = run_driver_case(mode, True, dtype, T=2, B=B, I=3, H=H, seed=5)
+    _assert_long_sums_close(results, dtype, f"{mode} B={B} H={H}")
+
+
+def _assert_long_sums_close(results, dtype, label):
+    """``run_driver_case`` results with sums of hundreds of terms: float32 ones cancel, so
+    their error is measured relative to the array's largest value."""
     for name, actual, expected in results:
         if dtype == np.float64:
-            assert_close(actual, expected, dtype, f"{mode} B={B} H={H} {name}")
-        else:  # float32 sums of 500 terms cancel: relative to the array's largest value
+            assert_close(actual, expected, dtype, f"{label} {name}")
+        else:
             err = np.abs(actual.astype(np.float64) - expected).max() / np.abs(expected).max()
-            assert err <= 1e-5, f"{mode} B={B} H={H} {name}: error {err:.2e} of the max"
+            assert err <= 1e-5, f"{label} {name}: error {err:.2e} of the max"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("I", [3, 2100])
+@pytest.mark.parametrize("mode", MODES)
+def test_driver_input_product_paths(mode, I, dtype):
+    """The products done once per call, the input projection (``x @ w_ih.T``) and the input
+    gradient (``da @ w_ih``), go through packed weights while those fit in L2 (I = 3) and
+    through BLAS above that (I = 2100, H = 64: 0.5-4 MB), and match the reference."""
+    T, B, H = 3, 2, 64
+    w_ih = np.zeros((ref.GATES[mode] * H, I), dtype)
+    for w, rows in ((w_ih.T, T * B), (w_ih, cpu._chunk_steps(T, B) * B)):
+        assert (cpu._pack_weights(w, rows, False).shape[0] > 0) == (I == 3)
+    results, _ = run_driver_case(mode, False, dtype, T=T, B=B, I=I, H=H, seed=11)
+    _assert_long_sums_close(results, dtype, f"{mode} I={I}")
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
