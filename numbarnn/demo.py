@@ -300,7 +300,8 @@ def run_demo(
         })
         say(f"checkpoint: {os.fspath(save)}")
     seconds = time.perf_counter() - start
-    say(f"done in {seconds:.1f} s (including Numba compilation on a first run)")
+    say(f"done in {seconds:.1f} s (the first run on a machine also compiles the kernels; "
+        "they are cached for later runs)")
     result.update(history=history, model=model, forecast=forecast, truth=truth, naive=naive,
                   test_labels=test_labels, plot=written, seconds=seconds)
     return result
