@@ -11,8 +11,11 @@ Each driver follows the same plan:
   GEMMs (see ``_CHUNK_ROWS``).
 
 The per-step GEMMs multiply by the recurrent weights packed once per call
-(:mod:`numbarnn.kernels.gemm`; see ``_PARALLEL_GEMM`` for when BLAS does them instead).
-Temporaries are small: (B, G*H) per step and one chunk of gate gradients.
+(:mod:`numbarnn.kernels.gemm`; see ``_PARALLEL_GEMM`` for when BLAS does them instead), and
+so do the input projection and the chunks' input gradient while ``w_ih`` is small (see
+``_PACKED_WEIGHT_BYTES``).
+Temporaries are small: the packed weights, (B, G*H) per step and one chunk of gate
+gradients.
 
 They are plain ``@njit`` functions and can be called from Python or from a user's own
 ``@njit`` code. Conventions shared by all drivers:
@@ -255,8 +258,8 @@ def _project_input(x, w_ih, out):
 def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths):
     """``dh = da_t @ w_hh``: the gradient w.r.t. the state step ``t`` started from.
 
-    ``w_panels`` is ``_pack_weights(w_hh, B, True)``. Sequences already ended at ``t`` keep their
-    ``dh`` (the step did not touch them); ``dh_saved`` (B, H) is scratch.
+    ``w_panels`` is ``_pack_weights(w_hh, B, True)``. Sequences already ended at ``t`` keep
+    their ``dh`` (the step did not touch them); ``dh_saved`` (B, H) is scratch.
     """
     padded = _has_padding(t, lengths)
     if padded:
