@@ -20,7 +20,9 @@ Everything runs in one process, so the numbers of one table share the machine's 
 Implementations are interleaved: each repeat times every implementation of a group once,
 alternating their order, so that machine noise hits all alike. Each sample runs enough
 calls to last ``min_time`` seconds; the figure reported is the median over samples, after
-warm-up calls (which also compile or load Numba's cache).
+warm-up calls (which also compile or load Numba's cache). With more than one thread each
+sample starts after a pause (``SETTLE_S``), so that the worker threads the previous
+implementation's library leaves spinning do not take cores from the next.
 
 Thread counts are applied in this order, and restored afterwards: Numba's
 (``numba.set_num_threads``), then the BLAS libraries' of NumPy and SciPy
@@ -73,6 +75,12 @@ QUICK_SIZES = {"tiny": (10, 4, 16, 32), "tiny-b1": (8, 1, 16, 16)}
 #: Gates per cell.
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 OPS = ("forward", "train")
+
+# With more than one thread, each sample starts after this pause. After a multithreaded call
+# OpenBLAS's workers spin for about 0.1 s (2^28 cycles) before they sleep, and they take a
+# core from whatever runs next: interleaved without the pause, PyTorch's GRU at 2 threads
+# ran 1.6-2.3x slower than alone, right after numbarnn's samples (measured).
+SETTLE_S = 0.2
 BACKENDS = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 STREAM_SIZE = (128, 128)  # (I, H) of the streaming step; batch 1
@@ -321,7 +329,12 @@ def _calibrate(fn, min_time, warmup):
     return max(1, min(100_000, math.ceil(min_time / max(per_call, 1e-9))))
 
 
-def measure_interleaved(impls, repeat, min_time, warmup=1):
+def _settle(threads):
+    """The pause before each sample at ``threads`` threads (``SETTLE_S``; none at 1)."""
+    return SETTLE_S if threads > 1 else 0.0
+
+
+def measure_interleaved(impls, repeat, min_time, warmup=1, settle=0.0):
     """Time several implementations of the same work, interleaved.
 
     Parameters
@@ -334,6 +347,8 @@ def measure_interleaved(impls, repeat, min_time, warmup=1):
         Seconds one sample lasts at least (calls are batched to reach it).
     warmup : int
         Calls before calibration.
+    settle : float
+        Seconds to sleep before each sample (see ``SETTLE_S``).
 
     Returns
     -------
@@ -347,6 +362,7 @@ def measure_interleaved(impls, repeat, min_time, warmup=1):
     for r in range(repeat):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
+            time.sleep(settle)
             samples[name].append(_time_calls(impls[name], numbers[name]))
     return {
         name: {
@@ -574,7 +590,7 @@ def _streaming_impls(torch, dtype, notes):
 def _run_streaming(torch, dtype, n, repeat, min_time, notes):
     """The streaming rows of one thread count."""
     impls, methods, per_call = _streaming_impls(torch, dtype, notes)
-    times = measure_interleaved(impls, repeat, min_time)
+    times = measure_interleaved(impls, repeat, min_time, settle=_settle(n))
     I, H = STREAM_SIZE
     rows = []
     for name, t in times.items():
@@ -928,7 +944,8 @@ def _run_group(cell, size_name, dims, x_np, dtype, n, torch, cupy, run_cpu, run_
 
     group = []
     for op in OPS:
-        times = measure_interleaved({k: v[op] for k, v in ops.items()}, repeat, min_time)
+        times = measure_interleaved({k: v[op] for k, v in ops.items()}, repeat, min_time,
+                                    settle=_settle(n))
         flops = layer_flops(cell, T, B, I, H, op)
         for impl, t in times.items():
             peak = gpu_gflops if devices[impl] == "cuda" else cpu_gflops

@@ -19,6 +19,21 @@ def test_flops_formula():
         bench.layer_flops("elman", 1, 1, 1, 1)
 
 
+def test_measure_interleaved_settles_before_each_sample(monkeypatch):
+    """With ``settle``, every sample starts after that pause (so a library's spinning worker
+    threads are idle before the next implementation runs); the order alternates per repeat.
+    The bench pauses at more than one thread only."""
+    events = []
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
+    impls = {"a": lambda: events.append("a"), "b": lambda: events.append("b")}
+    times = bench.measure_interleaved(impls, repeat=2, min_time=0, warmup=1, settle=0.25)
+    assert set(times) == {"a", "b"} and all(t["number"] == 1 for t in times.values())
+    pause = ("sleep", 0.25)
+    assert events[-8:] == [pause, "a", pause, "b", pause, "b", pause, "a"]
+    assert events[:-8].count(pause) == 0  # none during warm-up and calibration
+    assert bench._settle(1) == 0 and bench._settle(2) == bench.SETTLE_S > 0
+
+
 def test_parse_size():
     assert bench.parse_size("large") == ("large", (100, 64, 512, 512))
     assert bench.parse_size("200,16,64,128") == ("200,16,64,128", (200, 16, 64, 128))
