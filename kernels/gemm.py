@@ -19,7 +19,11 @@ BLIS and oneDNN do:
   gradients over a chunk of steps);
 * a product with a single row (batch 1) has no row to share a panel with: it gets wide
   panels and a one-row kernel with 8 vectors of accumulators, which streams the weights
-  at close to the cache's bandwidth (1.2-1.7x OpenBLAS's matrix-vector product at H = 128).
+  at close to the cache's bandwidth (1.2-1.7x OpenBLAS's matrix-vector product at H = 128);
+* on several threads (:func:`matmul_parallel`) each of Numba's threads takes a block of
+  rows or of panels; a left operand read along its columns (the weight gradients' ``da.T``)
+  is first cut into strips of ``MR`` rows (:func:`pack_rows`, :func:`matmul_rows_parallel`).
+  The sums are the same, so are the results, bit for bit, on any number of threads.
 
 The micro-kernel is LLVM IR written from Python (a Numba intrinsic): vectors and fused
 multiply-adds map one to one onto the CPU's registers and instructions, where LLVM does not
@@ -31,13 +35,35 @@ order (fused multiply-adds, no reassociation), in float32 or float64 as the oper
 import os
 
 import llvmlite.binding
+import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 _jit = njit(cache=True, error_model="numpy")
+
+# Numba's thread count (``numba.get_num_threads()``) for jitted code, by symbol name: Numba's
+# own jitted ``get_num_threads`` holds a ctypes pointer, which keeps a function that calls it
+# out of the disk cache. The threading layer registers the symbol when it starts.
+numba.get_num_threads()
+llvmlite.binding.add_symbol(
+    "numbarnn_numba_threads", llvmlite.binding.address_of_symbol("get_num_threads")
+)
+numba_threads = types.ExternalFunction("numbarnn_numba_threads", types.intc())
+
+
+def _one_thread_after_fork():
+    # OpenMP's threads do not survive fork(): Numba's omp layer terminates a forked child
+    # that starts a parallel region after the parent ran one. The child runs the kernels on
+    # one thread instead, as PyTorch's forked children do.
+    if numba.threading_layer() == "omp":
+        numba.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 
 def _vector_bytes():
@@ -139,6 +165,36 @@ def _emit_tile(builder, ptrs, strides, rows, vectors, cols, k, accumulate, lanes
                     builder.store(combined(value, dst), dst)
 
 
+def _tile_function(module, ftype, lanes, vectors, max_rows, intp):
+    """The LLVM function of the tiles of ``vectors`` vectors (one unrolled kernel per row
+    count up to ``max_rows``) in ``module``, defined on first use. Not inlined: inlined, its
+    code was optimised again in every function up the chain of callers (a new process's
+    first LSTM forward and backward compiled in 91 s, against 52 s not inlined; the products
+    ran as fast, measured)."""
+    name = f"numbarnn.tile.{vectors}x{max_rows}.{ftype}.{lanes}"
+    if name in module.globals:
+        return module.globals[name]
+    fptr = ftype.as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [fptr] * 3 + [intp] * 6 + [ir.IntType(1)])
+    fn = ir.Function(module, fnty, name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    a_ptr, b_ptr, c_ptr, a_rs, a_cs, ldc, rows, cols, k, accumulate = fn.args
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    done = fn.append_basic_block("tile.done")
+    switch = builder.switch(rows, done)
+    for rows_n in range(1, max_rows + 1):
+        block = fn.append_basic_block(f"tile.rows{rows_n}")
+        switch.add_case(ir.Constant(intp, rows_n), block)
+        builder.position_at_end(block)
+        _emit_tile(builder, (a_ptr, b_ptr, c_ptr), (a_rs, a_cs, ldc), rows_n, vectors, cols, k,
+                   accumulate, lanes, ftype)
+        builder.branch(done)
+    builder.position_at_end(done)
+    builder.ret_void()
+    return fn
+
+
 def _tile_kernel(vectors, max_rows):
     """An intrinsic ``tile(a, a_off, a_rs, a_cs, b, b_off, c, c_off, ldc, rows, cols, k,
     accumulate)`` for panels of ``vectors`` vectors: ``c[i, j] (+)= sum_k a[i, k] * b[k, j]``
@@ -171,17 +227,9 @@ def _tile_kernel(vectors, max_rows):
                 array = context.make_array(array_type)(context, builder, value)
                 return builder.gep(array.data, [offset])
 
-            ptrs = (data(a, a_v, a_off), data(b, b_v, b_off), data(c, c_v, c_off))
-            done = builder.append_basic_block("tile.done")
-            switch = builder.switch(rows_v, done)
-            for rows_n in range(1, max_rows + 1):  # one unrolled kernel per row count
-                block = builder.append_basic_block(f"tile.rows{rows_n}")
-                switch.add_case(ir.Constant(rows_v.type, rows_n), block)
-                builder.position_at_end(block)
-                _emit_tile(builder, ptrs, (a_rs, a_cs, ldc), rows_n, vectors, cols, k_v, acc_v,
-                           lanes, ftype)
-                builder.branch(done)
-            builder.position_at_end(done)
+            fn = _tile_function(builder.module, ftype, lanes, vectors, max_rows, a_rs.type)
+            builder.call(fn, [data(a, a_v, a_off), data(b, b_v, b_off), data(c, c_v, c_off),
+                              a_rs, a_cs, ldc, rows_v, cols, k_v, acc_v])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -203,6 +251,43 @@ def _tile_rows(left):
 
 
 @_jit
+def empty_panels(K, N, rows, like):
+    """Uninitialised panels for weights (K, N) of ``like``'s dtype (see :func:`pack`), with
+    the padding of the ragged last panel zeroed; :func:`pack_into` fills them."""
+    nr = panel_width(like.itemsize, rows)
+    n_panels = -(-N // nr)
+    panels = np.empty((n_panels, K, nr), dtype=like.dtype)
+    if n_panels > 0:
+        panels[n_panels - 1] = 0
+    return panels
+
+
+@_jit
+def pack_into(w, panels, k_lo):
+    """Rows ``k_lo .. k_lo + K - 1`` of ``panels`` from ``w`` (K, N), any layout: the
+    weights of a product can be packed from several arrays, a block of rows from each."""
+    K, N = w.shape
+    nr = panels.shape[2]
+    # Loops over views from index 0 (LLVM drops the negative-index checks and vectorises),
+    # reading w along its contiguous axis: 2-3x faster than w[k, p*nr + j] (measured).
+    rows_contiguous = w.strides[1] == w.itemsize
+    for p in range(-(-N // nr)):
+        block = w[:, p * nr : (p + 1) * nr]
+        panel = panels[p, k_lo : k_lo + K]
+        cols = block.shape[1]
+        if rows_contiguous:
+            for k in range(K):
+                src, dst = block[k], panel[k]
+                for j in range(cols):
+                    dst[j] = src[j]
+        else:
+            for j in range(cols):
+                src = block[:, j]
+                for k in range(K):
+                    panel[k, j] = src[k]
+
+
+@_jit
 def pack(w, rows):
     """The weights ``w`` (K, N), any layout, cut into panels for :func:`matmul`.
 
@@ -219,29 +304,103 @@ def pack(w, rows):
         ``panel_width(w.itemsize, rows)``.
     """
     K, N = w.shape
-    nr = panel_width(w.itemsize, rows)
-    n_panels = -(-N // nr)
-    panels = np.empty((n_panels, K, nr), dtype=w.dtype)
-    if n_panels > 0:
-        panels[n_panels - 1] = 0  # the padding of the ragged last panel
-    # Loops over views from index 0 (LLVM drops the negative-index checks and vectorises),
-    # reading w along its contiguous axis: 2-3x faster than w[k, p*nr + j] (measured).
-    rows_contiguous = w.strides[1] == w.itemsize
-    for p in range(n_panels):
-        block = w[:, p * nr : (p + 1) * nr]
-        panel = panels[p]
-        cols = block.shape[1]
-        if rows_contiguous:
-            for k in range(K):
-                src, dst = block[k], panel[k]
-                for j in range(cols):
-                    dst[j] = src[j]
-        else:
-            for j in range(cols):
-                src = block[:, j]
-                for k in range(K):
-                    panel[k, j] = src[k]
+    panels = empty_panels(K, N, rows, w)
+    pack_into(w, panels, 0)
     return panels
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def pack_rows(a):
+    """The left operand ``a`` (M, K), any layout, cut into strips of ``MR`` rows for
+    :func:`matmul_rows_parallel`, on Numba's threads.
+
+    For a left operand whose columns are contiguous (a transposed gradient): read in place,
+    the micro-kernel's ``MR`` elements per ``k`` sit in one cache line, and ``k`` strides
+    through lines that share a few cache sets (1 thread, float32, (2048, 1024) by
+    (1024, 512): 57-61 GFLOP/s, against 80 with strips, packing included, and 85-89 for
+    BLAS; measured); a strip holds them side by side.
+
+    Returns
+    -------
+    strips : (ceil(M / MR), K, MR) array
+        ``strips[i, k, r] = a[i*MR + r, k]``, zero past row M.
+    """
+    M, K = a.shape
+    n_strips = -(-M // MR)
+    strips = np.empty((n_strips, K, MR), dtype=a.dtype)
+    for i in prange(n_strips):
+        rows = min(MR, M - i * MR)
+        block = a[i * MR : i * MR + rows]
+        strip = strips[i]
+        if rows < MR:
+            strip[:] = 0
+            for k in range(K):
+                for r in range(rows):
+                    strip[k, r] = block[r, k]
+        else:
+            for k in range(K):
+                for r in range(MR):  # a constant count: unrolled
+                    strip[k, r] = block[r, k]
+    return strips
+
+
+@_jit
+def _check_operands(M, K, panels, out):
+    """Raise ValueError unless ``out`` (M, N) has contiguous rows and ``panels`` matches a
+    left operand (M, K) and ``out``."""
+    N = out.shape[1]
+    n_panels, _, nr = panels.shape
+    if out.strides[1] != out.itemsize and N > 1:
+        raise ValueError("gemm.matmul: out needs contiguous rows")
+    if (out.shape[0] != M or panels.shape[1] != K or n_panels * nr < N
+            or (n_panels - 1) * nr >= N):
+        raise ValueError("gemm.matmul: panels do not match a (M, K) and out (M, N)")
+
+
+@_jit
+def _matmul_part(a, layout, panels, out, accumulate, m_lo, m_hi, p_lo, p_hi):
+    """The rows ``m_lo:m_hi`` and panels ``p_lo:p_hi`` of a product, operands checked.
+
+    The left operand: element ``[i, k]`` of tile row ``i`` and ``k`` of the tile that starts
+    at row ``m0`` and ``k0`` is ``a.flat[m0*m_stride + k0*cs + i*rs + k*cs]``, with
+    ``layout = (m_stride, rs, cs, strips)``; with ``strips`` (:func:`pack_rows`) tiles have
+    ``MR`` rows and start at multiples of ``MR``.
+    """
+    m_stride, a_rs, a_cs, strips = layout
+    K = panels.shape[1]
+    N = out.shape[1]
+    nr = panels.shape[2]
+    if K == 0 and not accumulate:
+        out[m_lo:m_hi, p_lo * nr : p_hi * nr] = 0
+    ldc = out.strides[0] // out.itemsize
+    if nr == panel_width(panels.itemsize, 1):  # wide panels: row by row, no reuse to block for
+        for p in range(p_lo, p_hi):
+            for m in range(m_lo, m_hi):
+                _row_tile(a, m * m_stride, a_rs, a_cs, panels, p * K * nr, out, m * ldc + p * nr,
+                          ldc, 1, min(nr, N - p * nr), K, accumulate)
+        return
+    # Blocks of kc rows of the panels (in L1) by mc rows of a (in L2) (see the notes above).
+    kc = max(1, _L1_PANEL_BYTES // (nr * panels.itemsize))
+    mc = max(MR, _L2_BLOCK_BYTES // (kc * panels.itemsize) // MR * MR)
+    for m_block in range(m_lo, m_hi, mc):
+        m_end = min(m_hi, m_block + mc)
+        for k0 in range(0, K, kc):
+            k = min(kc, K - k0)
+            for p in range(p_lo, p_hi):
+                cols = min(nr, N - p * nr)
+                m0 = m_block
+                while m0 < m_end:
+                    rows = min(MR, m_end - m0) if strips else _tile_rows(m_end - m0)
+                    _tile(a, m0 * m_stride + k0 * a_cs, a_rs, a_cs, panels, (p * K + k0) * nr,
+                          out, m0 * ldc + p * nr, ldc, rows, cols, k, accumulate or k0 > 0)
+                    m0 += rows
+
+
+@_jit
+def _plain_layout(a):
+    """``_matmul_part``'s layout of a left operand (M, K) read in place."""
+    a_rs, a_cs = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
+    return a_rs, a_rs, a_cs, False
 
 
 @_jit
@@ -259,37 +418,58 @@ def matmul(a, panels, out, accumulate):
     accumulate : bool
     """
     M, K = a.shape
-    N = out.shape[1]
-    n_panels, _, nr = panels.shape
-    if out.strides[1] != out.itemsize and N > 1:
-        raise ValueError("gemm.matmul: out needs contiguous rows")
-    if panels.shape[1] != K or n_panels * nr < N or (n_panels - 1) * nr >= N:
-        raise ValueError("gemm.matmul: panels do not match a (M, K) and out (M, N)")
-    if K == 0 and not accumulate:
-        out[:] = 0
-    a_rs, a_cs = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
-    ldc = out.strides[0] // out.itemsize
-    if nr == panel_width(panels.itemsize, 1):  # wide panels: row by row, no reuse to block for
-        for p in range(n_panels):
-            for m in range(M):
-                _row_tile(a, m * a_rs, a_rs, a_cs, panels, p * K * nr, out, m * ldc + p * nr,
-                          ldc, 1, min(nr, N - p * nr), K, accumulate)
-        return
-    # Blocks of kc rows of the panels (in L1) by mc rows of a (in L2) (see the notes above).
-    kc = max(1, _L1_PANEL_BYTES // (nr * panels.itemsize))
-    mc = max(MR, _L2_BLOCK_BYTES // (kc * panels.itemsize) // MR * MR)
-    for m_lo in range(0, M, mc):
-        m_hi = min(M, m_lo + mc)
-        for k0 in range(0, K, kc):
-            k = min(kc, K - k0)
-            for p in range(n_panels):
-                cols = min(nr, N - p * nr)
-                m0 = m_lo
-                while m0 < m_hi:
-                    rows = _tile_rows(m_hi - m0)
-                    _tile(a, m0 * a_rs + k0 * a_cs, a_rs, a_cs, panels, (p * K + k0) * nr, out,
-                          m0 * ldc + p * nr, ldc, rows, cols, k, accumulate or k0 > 0)
-                    m0 += rows
+    _check_operands(M, K, panels, out)
+    # np.intp(0): a literal 0 would compile a second _matmul_part besides the threaded one's.
+    _matmul_part(a, _plain_layout(a), panels, out, accumulate, np.intp(0), M, np.intp(0),
+                 panels.shape[0])
+
+
+#: Rows per thread from which a product on Numba's threads gives each thread a block of
+#: rows (with all the panels) rather than a share of the panels (with all the rows).
+_ROWS_PER_THREAD = 64
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _matmul_on_threads(a, layout, M, panels, out, accumulate):
+    """A checked product on Numba's threads; with strips, row blocks of whole strips."""
+    n_panels = panels.shape[0]
+    threads = numba_threads()
+    by_rows = M >= threads * _ROWS_PER_THREAD
+    unit = MR if layout[3] else 1  # rows per strip
+    units = -(-M // unit)
+    for part in prange(threads):
+        m_lo, m_hi, p_lo, p_hi = 0, M, 0, n_panels
+        if by_rows:
+            m_lo = part * units // threads * unit
+            m_hi = min(M, (part + 1) * units // threads * unit)
+        else:
+            p_lo, p_hi = part * n_panels // threads, (part + 1) * n_panels // threads
+        _matmul_part(a, layout, panels, out, accumulate, m_lo, m_hi, p_lo, p_hi)
+
+
+@_jit
+def matmul_parallel(a, panels, out, accumulate):
+    """:func:`matmul` on Numba's threads (``numba.get_num_threads()``), bit for bit the same.
+
+    Many rows (the input projection, a chunk's gradients) are shared out in blocks of rows,
+    few (the batch of one step) in blocks of panels: each output element is still one
+    thread's plain sum over ``k`` in order. Parameters as for :func:`matmul`.
+    """
+    M, K = a.shape
+    _check_operands(M, K, panels, out)
+    _matmul_on_threads(a, _plain_layout(a), M, panels, out, accumulate)
+
+
+@_jit
+def matmul_rows_parallel(strips, panels, out, accumulate):
+    """``out (+)= a @ w`` on Numba's threads with ``strips = pack_rows(a)`` and
+    ``panels = pack(w, M)``; bit for bit :func:`matmul`'s result. ``out`` (M, N) as there."""
+    n_strips, K, _ = strips.shape
+    M = out.shape[0]
+    if n_strips != -(-M // MR):
+        raise ValueError("gemm.matmul_rows_parallel: strips do not match out (M, N)")
+    _check_operands(M, K, panels, out)
+    _matmul_on_threads(strips, (K, 1, MR, True), M, panels, out, accumulate)
 
 
 # A dot product summed in any order lets LLVM vectorise it (as BLAS does); only this

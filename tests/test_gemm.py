@@ -116,6 +116,88 @@ def test_matmul_rejects_mismatch():
         gemm.matmul(a, gemm.pack(np.ones((8, 5), np.float32), 4), np.empty((4, 40), np.float32), False)
 
 
+# (M, K, N) for the products on Numba's threads: few rows (each thread a share of the panels;
+# wide panels at M = 1, fewer panels than threads at N = 5), many rows (blocks of rows,
+# ragged at both ends of a block: M = 1000, not a multiple of MR).
+THREADED_SHAPES = [(1, 300, 100), (7, 40, 5), (64, 256, 1024), (1000, 500, 40), (133, 9, 37)]
+
+
+def _threaded_operands(shape, dtype, transposed):
+    M, K, N = shape
+    rng = np.random.default_rng(M + K + N)
+    a = rng.standard_normal((K, M) if transposed else (M, K)).astype(dtype)
+    a = a.T if transposed else a
+    w = rng.standard_normal((K, N)).astype(dtype)
+    start = rng.standard_normal((M, N)).astype(dtype)
+    return a, w, start
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", THREADED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matmul_parallel_is_matmul(shape, threads, dtype, numba_threads):
+    """On any number of threads, bit for bit the single-threaded product, written and
+    accumulated, and nothing of the inputs changed."""
+    numba_threads(threads)
+    a, w, start = _threaded_operands(shape, dtype, transposed=False)
+    panels = gemm.pack(w, a.shape[0])
+    a_before = a.copy()
+    for accumulate in (False, True):
+        expected = start.copy()
+        out = start.copy() if accumulate else np.full_like(start, np.nan)
+        gemm.matmul(a, panels, expected, accumulate)
+        gemm.matmul_parallel(a, panels, out, accumulate)
+        np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(a, a_before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("transposed", [True, False], ids=["a.T", "a"])
+@pytest.mark.parametrize("shape", THREADED_SHAPES[1:], ids=lambda s: "x".join(map(str, s)))
+def test_pack_rows_and_matmul_rows_parallel(shape, transposed, threads, dtype, numba_threads):
+    """Strips of MR rows (the last one zero-padded), and the product over them: bit for bit
+    :func:`gemm.matmul`'s, for a left operand with contiguous columns (a transposed
+    gradient) or rows."""
+    numba_threads(threads)
+    a, w, start = _threaded_operands(shape, dtype, transposed)
+    M, K = a.shape
+    strips = gemm.pack_rows(a)
+    assert strips.shape == (-(-M // gemm.MR), K, gemm.MR)
+    stacked = strips.transpose(0, 2, 1).reshape(-1, K)  # the strips' rows one after another
+    np.testing.assert_array_equal(stacked[:M], a)
+    assert (stacked[M:] == 0).all()
+    panels = gemm.pack(w, M)
+    for accumulate in (False, True):
+        expected = start.copy()
+        out = start.copy() if accumulate else np.full_like(start, np.nan)
+        gemm.matmul(a, panels, expected, accumulate)
+        gemm.matmul_rows_parallel(strips, panels, out, accumulate)
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_pack_into_blocks_of_rows():
+    """Panels packed from two arrays, a block of rows from each, are those of the two stacked."""
+    rng = np.random.default_rng(2)
+    top, bottom = rng.standard_normal((3, 37)), np.asfortranarray(rng.standard_normal((8, 37)))
+    panels = gemm.empty_panels(11, 37, 4, top)
+    gemm.pack_into(bottom, panels, 3)
+    gemm.pack_into(top, panels, 0)
+    np.testing.assert_array_equal(panels, gemm.pack(np.vstack([top, bottom]), 4))
+
+
+def test_threaded_products_reject_mismatch():
+    a = np.ones((12, 8), np.float32)
+    panels = gemm.pack(np.ones((8, 5), np.float32), 12)
+    with pytest.raises(ValueError, match="panels do not match"):
+        gemm.matmul_parallel(a, panels, np.empty((11, 5), np.float32), False)
+    with pytest.raises(ValueError, match="strips do not match"):
+        gemm.matmul_rows_parallel(gemm.pack_rows(a), panels, np.empty((13, 5), np.float32), False)
+    with pytest.raises(ValueError, match="panels do not match"):
+        gemm.matmul_rows_parallel(gemm.pack_rows(a[:, :7]), panels, np.empty((12, 5), np.float32),
+                                  False)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (4, 128), (514, 131)])
 def test_matvec_matches_numpy(shape, dtype):
