@@ -13,9 +13,12 @@ Each driver follows the same plan:
 The per-step GEMMs multiply by the recurrent weights packed once per call
 (:mod:`numbarnn.kernels.gemm`; see ``_PARALLEL_GEMM`` for when BLAS does them instead), and
 so do the input projection and the chunks' input gradient while ``w_ih`` is small (see
-``_PACKED_WEIGHT_BYTES``).
+``_PACKED_WEIGHT_BYTES``). On several of Numba's threads (``numba.set_num_threads``) every
+product, BLAS's included, goes through packed operands on those threads, and each step's
+cell math is shared out by batch rows (see ``_THREADED_PRODUCT`` and ``_THREADED_ROWS``).
 Temporaries are small: the packed weights, (B, G*H) per step and one chunk of gate
-gradients.
+gradients (on several threads, packed once more for the weight gradients, with the
+chunk's inputs and states).
 
 They are plain ``@njit`` functions and can be called from Python or from a user's own
 ``@njit`` code. Conventions shared by all drivers:
@@ -48,11 +51,12 @@ import os
 
 import llvmlite.binding
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 
 from . import _cache, cells, gemm
 
 _jit = njit(cache=True, error_model="numpy")
+_jit_threads = njit(cache=True, error_model="numpy", parallel=True)
 
 # The BLAS gemm wrapper that Numba's own ``np.dot`` calls (SciPy's BLAS), by symbol name so
 # that cached functions stay valid in a new process. Unlike ``np.dot`` it takes strided
@@ -70,10 +74,9 @@ _xxgemm = types.ExternalFunction(
 
 # The recurrent products (one per time step: batch by weights) multiply by weights packed
 # once per call (:mod:`numbarnn.kernels.gemm`; 1.3-3x BLAS's rate at these shapes, measured).
-# That kernel runs on one thread, so when the BLAS has more than one, a product of at least
-# _PARALLEL_GEMM multiply-adds is one multithreaded BLAS call (2 threads, float32, B = 64,
-# H >= 256: 105-125 GFLOP/s against 70-90). (Numba's own threads cannot share out the
-# panels: OpenBLAS's idle threads keep spinning after its calls and take their cores.)
+# On one Numba thread, when the BLAS has more than one, a product of at least
+# _PARALLEL_GEMM multiply-adds is one multithreaded BLAS call instead (2 threads, float32,
+# B = 64, H >= 256: 105-125 GFLOP/s against 70-90).
 _PARALLEL_GEMM = 8 * 10**6
 
 # The products done once per call with many rows (the input projection of all steps, the
@@ -81,6 +84,22 @@ _PARALLEL_GEMM = 8 * 10**6
 # 1 thread, float32, 1.15-1.6x BLAS's rate at 128-256 KB of weights (the smaller the
 # product, the more), even at 768 KB, 0.85-0.9x at 1-4 MB (measured).
 _PACKED_WEIGHT_BYTES = 512 * 1024
+
+# On several Numba threads (``numba.get_num_threads()``) the products of at least
+# _THREADED_PRODUCT multiply-adds run on those threads (:mod:`numbarnn.kernels.gemm`), all of
+# them, BLAS's included: OpenBLAS's workers spin for about 0.1 s after each of its calls and
+# take the cores from Numba's. 2 threads, float32, T,B,I,H = 100,64,512,512 (LSTM, measured):
+# backward 336-346 ms with every product on Numba's threads, 578-725 with the weight
+# gradients left to BLAS; forward 171 ms, against 199 with each step's product one
+# multithreaded BLAS call. One step's product at B = 16-64, H = 128-512: 120-185 GFLOP/s on two threads,
+# against 90-97 on one and 100-130 for multithreaded BLAS.
+_THREADED_PRODUCT = 2**18
+
+# ... and each step's cell math is shared out by batch rows from _THREADED_ROWS elements
+# (batch times hidden units). LSTM, 2 threads against 1, us per step, forward / backward:
+# 11.1 / 4.4 against 13.1 / 4.5 at B,H = 16,128; 49 / 11 against 67 / 25 at 64,128; 70 / 19
+# against 104 / 31 at 64,256 (measured).
+_THREADED_ROWS = 2048
 
 
 def _openblas_get_num_threads():
@@ -122,6 +141,19 @@ llvmlite.binding.add_symbol(
     "numbarnn_blas_threads", ctypes.cast(_blas_threads_callback, ctypes.c_void_p).value
 )
 _blas_threads = types.ExternalFunction("numbarnn_blas_threads", types.intc())
+
+
+@_jit
+def _threaded(multiply_adds):
+    """Whether a product of ``multiply_adds`` runs on Numba's threads."""
+    return multiply_adds >= _THREADED_PRODUCT and gemm.numba_threads() > 1
+
+
+@_jit
+def _threaded_rows(B, H):
+    """Whether the cell math of a step of ``B`` rows of ``H`` units runs on Numba's threads."""
+    return B > 1 and B * H >= _THREADED_ROWS and gemm.numba_threads() > 1
+
 
 @_jit
 def _time_index(step, T, reverse):
@@ -218,15 +250,20 @@ def _pack_weights(w, M, per_step):
 
     * ``M == 1`` when ``w.T`` has contiguous rows (the forward's ``w_hh.T`` at batch 1): a
       matrix-vector product reads them as they are;
-    * several BLAS threads and a product of at least ``_PARALLEL_GEMM`` multiply-adds: one
-      multithreaded BLAS call;
-    * a product done once per call, not ``per_step`` (the input projection of all steps, the
-      input gradient of a chunk), whose weights are over ``_PACKED_WEIGHT_BYTES``: BLAS.
+    * on one Numba thread (``numba.get_num_threads()``), several BLAS threads and a product
+      of at least ``_PARALLEL_GEMM`` multiply-adds: one multithreaded BLAS call;
+    * on one Numba thread, a product done once per call, not ``per_step`` (the input
+      projection of all steps, the input gradient of a chunk), whose weights are over
+      ``_PACKED_WEIGHT_BYTES``: BLAS.
+
+    On several Numba threads every product goes through packed weights on those threads
+    (see ``_THREADED_PRODUCT``).
     """
     K, N = w.shape
-    if (
-        (M == 1 and w.strides[0] == w.itemsize)
-        or (M * K * N >= _PARALLEL_GEMM and _blas_threads() > 1)
+    if M == 1 and w.strides[0] == w.itemsize:
+        return np.zeros((0, K, 1), dtype=w.dtype)
+    if gemm.numba_threads() == 1 and (
+        (M * K * N >= _PARALLEL_GEMM and _blas_threads() > 1)
         or (not per_step and K * N * w.itemsize > _PACKED_WEIGHT_BYTES)
     ):
         return np.zeros((0, K, 1), dtype=w.dtype)
@@ -238,7 +275,10 @@ def _matmul(a, w, panels, out):
     """``out = a @ w``: ``a`` (M, K), ``w`` (K, N), ``out`` (M, N), all C- or
     F-contiguous; ``panels`` is ``_pack_weights(w, M, ...)``."""
     if panels.shape[0] > 0:
-        gemm.matmul(a, panels, out, False)
+        if _threaded(a.shape[0] * a.shape[1] * out.shape[1]):
+            gemm.matmul_parallel(a, panels, out, False)
+        else:
+            gemm.matmul(a, panels, out, False)
     elif a.shape[0] == 1 and w.strides[0] == w.itemsize:
         gemm.matvec(w.T, a[0], out[0])
     else:
@@ -387,6 +427,158 @@ def _gru_backward_row(gates, h_n_proj, h_prev, dy, dh, da_x, da_h, dh_direct):
     da_h[: 2 * H] = da_x[: 2 * H]
 
 
+# --------------------------------------------------------------------------- one step
+#
+# The fused pointwise work of one step for every batch row, by the row functions above: a
+# sequence already ended at time ``t`` gets its carried state and zero gates or gradients.
+# ``<cell>_<pass>_rows`` shares the rows out over Numba's threads when ``threaded`` (see
+# ``_THREADED_ROWS``), a block of rows each (``<cell>_<pass>_span``). Arguments ending in
+# ``_t`` are the step's (B, ...) slices of the saved arrays; ``h``, ``cell``, ``dh`` and
+# ``dc`` the running states and their gradients, (B, H). (``np.intp(0)``, not ``0``: a literal
+# would compile each span a second time, for a first row known to be 0.)
+
+
+@_jit
+def _rnn_forward_span(b_lo, b_hi, t, lengths, a_t, h_proj, b_ih, b_hh, relu, h):
+    """Elman, rows ``b_lo:b_hi``: ``h`` updated in place."""
+    for b in range(b_lo, b_hi):
+        if t < lengths[b]:
+            _rnn_row(a_t[b], h_proj[b], b_ih, b_hh, relu, h[b])
+
+
+@_jit_threads
+def _rnn_forward_rows(threaded, t, lengths, a_t, h_proj, b_ih, b_hh, relu, h):
+    B = lengths.shape[0]
+    if threaded:
+        threads = gemm.numba_threads()
+        for part in prange(threads):
+            _rnn_forward_span(part * B // threads, (part + 1) * B // threads, t, lengths, a_t,
+                              h_proj, b_ih, b_hh, relu, h)
+    else:
+        _rnn_forward_span(np.intp(0), B, t, lengths, a_t, h_proj, b_ih, b_hh, relu, h)
+
+
+@_jit
+def _rnn_backward_span(b_lo, b_hi, t, lengths, y_t, dy_t, dh, relu, da_t):
+    """Elman, rows ``b_lo:b_hi``: ``da_t`` written."""
+    for b in range(b_lo, b_hi):
+        if t >= lengths[b]:
+            da_t[b] = 0
+        else:
+            _rnn_backward_row(y_t[b], dy_t[b], dh[b], relu, da_t[b])
+
+
+@_jit_threads
+def _rnn_backward_rows(threaded, t, lengths, y_t, dy_t, dh, relu, da_t):
+    B = lengths.shape[0]
+    if threaded:
+        threads = gemm.numba_threads()
+        for part in prange(threads):
+            _rnn_backward_span(part * B // threads, (part + 1) * B // threads, t, lengths, y_t,
+                               dy_t, dh, relu, da_t)
+    else:
+        _rnn_backward_span(np.intp(0), B, t, lengths, y_t, dy_t, dh, relu, da_t)
+
+
+@_jit
+def _lstm_forward_span(b_lo, b_hi, t, lengths, gates_t, h_proj, b_ih, b_hh, h, cell, y_t, c_t):
+    """LSTM, rows ``b_lo:b_hi``: ``gates_t``, ``y_t`` and ``c_t`` written from ``h``, ``cell``."""
+    for b in range(b_lo, b_hi):
+        if t >= lengths[b]:
+            gates_t[b] = 0
+            y_t[b] = h[b]
+            c_t[b] = cell[b]
+        else:
+            _lstm_row(gates_t[b], h_proj[b], b_ih, b_hh, cell[b], y_t[b], c_t[b])
+
+
+@_jit_threads
+def _lstm_forward_rows(threaded, t, lengths, gates_t, h_proj, b_ih, b_hh, h, cell, y_t, c_t):
+    B = lengths.shape[0]
+    if threaded:
+        threads = gemm.numba_threads()
+        for part in prange(threads):
+            _lstm_forward_span(part * B // threads, (part + 1) * B // threads, t, lengths,
+                               gates_t, h_proj, b_ih, b_hh, h, cell, y_t, c_t)
+    else:
+        _lstm_forward_span(np.intp(0), B, t, lengths, gates_t, h_proj, b_ih, b_hh, h, cell, y_t,
+                           c_t)
+
+
+@_jit
+def _lstm_backward_span(b_lo, b_hi, t, lengths, gates_t, c_t, c_prev, dy_t, dh, dc, da_t):
+    """LSTM, rows ``b_lo:b_hi``: ``da_t`` written, ``dc`` taken one step back."""
+    for b in range(b_lo, b_hi):
+        if t >= lengths[b]:
+            da_t[b] = 0
+        else:
+            _lstm_backward_row(gates_t[b], c_t[b], c_prev[b], dy_t[b], dh[b], dc[b], da_t[b])
+
+
+@_jit_threads
+def _lstm_backward_rows(threaded, t, lengths, gates_t, c_t, c_prev, dy_t, dh, dc, da_t):
+    B = lengths.shape[0]
+    if threaded:
+        threads = gemm.numba_threads()
+        for part in prange(threads):
+            _lstm_backward_span(part * B // threads, (part + 1) * B // threads, t, lengths,
+                                gates_t, c_t, c_prev, dy_t, dh, dc, da_t)
+    else:
+        _lstm_backward_span(np.intp(0), B, t, lengths, gates_t, c_t, c_prev, dy_t, dh, dc, da_t)
+
+
+@_jit
+def _gru_forward_span(b_lo, b_hi, t, lengths, gates_t, h_proj, b_ih, b_hh, h, y_t, h_n_proj_t):
+    """GRU, rows ``b_lo:b_hi``: ``gates_t``, ``y_t`` and ``h_n_proj_t`` written from ``h``."""
+    for b in range(b_lo, b_hi):
+        if t >= lengths[b]:
+            gates_t[b] = 0
+            h_n_proj_t[b] = 0
+            y_t[b] = h[b]
+        else:
+            _gru_row(gates_t[b], h_proj[b], b_ih, b_hh, h[b], y_t[b], h_n_proj_t[b])
+
+
+@_jit_threads
+def _gru_forward_rows(threaded, t, lengths, gates_t, h_proj, b_ih, b_hh, h, y_t, h_n_proj_t):
+    B = lengths.shape[0]
+    if threaded:
+        threads = gemm.numba_threads()
+        for part in prange(threads):
+            _gru_forward_span(part * B // threads, (part + 1) * B // threads, t, lengths,
+                              gates_t, h_proj, b_ih, b_hh, h, y_t, h_n_proj_t)
+    else:
+        _gru_forward_span(np.intp(0), B, t, lengths, gates_t, h_proj, b_ih, b_hh, h, y_t,
+                          h_n_proj_t)
+
+
+@_jit
+def _gru_backward_span(b_lo, b_hi, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t,
+                       da_h_t, dh_direct):
+    """GRU, rows ``b_lo:b_hi``: ``da_x_t``, ``da_h_t`` and ``dh_direct`` written."""
+    for b in range(b_lo, b_hi):
+        if t >= lengths[b]:
+            da_x_t[b] = 0
+            da_h_t[b] = 0
+            dh_direct[b] = dh[b]  # the gradient passes through this padded step
+        else:
+            _gru_backward_row(gates_t[b], h_n_proj_t[b], h_prev[b], dy_t[b], dh[b], da_x_t[b],
+                              da_h_t[b], dh_direct[b])
+
+
+@_jit_threads
+def _gru_backward_rows(threaded, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t,
+                       da_h_t, dh_direct):
+    B = lengths.shape[0]
+    if threaded:
+        threads = gemm.numba_threads()
+        for part in prange(threads):
+            _gru_backward_span(part * B // threads, (part + 1) * B // threads, t, lengths,
+                               gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t, da_h_t, dh_direct)
+    else:
+        _gru_backward_span(np.intp(0), B, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t,
+                           da_h_t, dh_direct)
+
 @_jit
 def _add_column_sums(a, out):
     """``out += a.sum(axis=0)`` for ``a`` (M, N) with contiguous rows, row by row (a vector
@@ -414,8 +606,8 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     rows = n * B
     da_x2 = da_x.reshape((rows, GH))
     da_h2 = da_h.reshape((rows, GH))
+    x2 = x[t_lo : t_lo + n].reshape((rows, I))
     _matmul(da_x2, w_ih, w_ih_panels, dx[t_lo : t_lo + n].reshape((rows, I)))
-    _gemm(da_x2.T, x[t_lo : t_lo + n].reshape((rows, I)), dw_ih, True)
     # dw_hh: each step's gradient times the state it started from, read in place from
     # `states` (shifted by one step) except for the step that started from `first`.
     if reverse:
@@ -424,13 +616,25 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     else:
         k0, k1 = (1 if t_lo == 0 else 0), n  # rows [k0, k1) start from states[t - 1]
         offset = -1
-    if k1 - k0 < n:
-        _gemm(da_h[0 if k0 == 1 else n - 1].T, first, dw_hh, True)
-    if k1 > k0:
-        m = (k1 - k0) * B
-        begin = t_lo + k0 + offset
-        _gemm(da_h[k0:k1].reshape((m, GH)).T, states[begin : begin + k1 - k0].reshape((m, H)),
-              dw_hh, True)
+    first_step = -1 if k1 - k0 == n else (0 if k0 == 1 else n - 1)
+    begin = t_lo + k0 + offset
+    before = states[begin : begin + k1 - k0].reshape(((k1 - k0) * B, H))
+    if _threaded(rows * GH * min(I, H)):
+        # On Numba's threads, the gradients' transposes as strips (see gemm.pack_rows).
+        strips_x = gemm.pack_rows(da_x2.T)
+        strips_h = strips_x if da_h.ctypes.data == da_x.ctypes.data else gemm.pack_rows(da_h2.T)
+        gemm.matmul_rows_parallel(strips_x, gemm.pack(x2, GH), dw_ih, True)
+        panels = gemm.empty_panels(rows, H, GH, states)
+        if first_step >= 0:
+            gemm.pack_into(first, panels, first_step * B)
+        gemm.pack_into(before, panels, k0 * B)
+        gemm.matmul_rows_parallel(strips_h, panels, dw_hh, True)
+    else:
+        _gemm(da_x2.T, x2, dw_ih, True)
+        if first_step >= 0:
+            _gemm(da_h[first_step].T, first, dw_hh, True)
+        if k1 > k0:
+            _gemm(da_h[k0:k1].reshape(((k1 - k0) * B, GH)).T, before, dw_hh, True)
     _add_column_sums(da_x2, db_ih)
     _add_column_sums(da_h2, db_hh)
 
@@ -470,13 +674,11 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     h[:] = h0
     h_proj = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
+    threaded = _threaded_rows(B, H)
     for step in range(T):
         t = _time_index(step, T, reverse)
         _matmul(h, w_hh.T, w_panels, h_proj)
-        for b in range(B):
-            if t >= lengths[b]:
-                continue  # past this sequence's end: its state carries over
-            _rnn_row(a[t, b], h_proj[b], b_ih, b_hh, relu, h[b])
+        _rnn_forward_rows(threaded, t, lengths, a[t], h_proj, b_ih, b_hh, relu, h)
         y[t] = h
     h_n[:] = h
 
@@ -511,17 +713,14 @@ def rnn_backward(
     dh_saved = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, True)
     w_ih_panels = _pack_weights(w_ih, steps * B, False)
+    threaded = _threaded_rows(B, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
         for step in range(end - 1, start - 1, -1):
             t = _time_index(step, T, reverse)
             da_t = da[t - t_lo]
-            for b in range(B):
-                if t >= lengths[b]:
-                    da_t[b] = 0
-                else:
-                    _rnn_backward_row(y[t, b], dy[t, b], dh[b], relu, da_t[b])
+            _rnn_backward_rows(threaded, t, lengths, y[t], dy[t], dh, relu, da_t)
             _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels, dx,
@@ -568,16 +767,12 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     cell[:] = c0
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
+    threaded = _threaded_rows(B, H)
     for step in range(T):
         t = _time_index(step, T, reverse)
         _matmul(h, w_hh.T, w_panels, h_proj)
-        for b in range(B):
-            if t >= lengths[b]:  # past this sequence's end: its state carries over
-                gates[t, b] = 0
-                y[t, b] = h[b]
-                c[t, b] = cell[b]
-            else:
-                _lstm_row(gates[t, b], h_proj[b], b_ih, b_hh, cell[b], y[t, b], c[t, b])
+        _lstm_forward_rows(threaded, t, lengths, gates[t], h_proj, b_ih, b_hh, h, cell, y[t],
+                           c[t])
         h[:] = y[t]
         cell[:] = c[t]
     h_n[:] = h
@@ -617,6 +812,7 @@ def lstm_backward(
     dh_saved = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, True)
     w_ih_panels = _pack_weights(w_ih, steps * B, False)
+    threaded = _threaded_rows(B, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
@@ -624,12 +820,8 @@ def lstm_backward(
             t = _time_index(step, T, reverse)
             da_t = da[t - t_lo]
             c_prev = _state_before(c, c_first, t, reverse)
-            for b in range(B):
-                if t >= lengths[b]:
-                    da_t[b] = 0
-                else:
-                    _lstm_backward_row(gates[t, b], c[t, b], c_prev[b], dy[t, b], dh[b], dcell[b],
-                                       da_t[b])
+            _lstm_backward_rows(threaded, t, lengths, gates[t], c[t], c_prev, dy[t], dh, dcell,
+                                da_t)
             _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, w_ih_panels, dx,
@@ -675,16 +867,12 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     h[:] = h0
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
+    threaded = _threaded_rows(B, H)
     for step in range(T):
         t = _time_index(step, T, reverse)
         _matmul(h, w_hh.T, w_panels, h_proj)
-        for b in range(B):
-            if t >= lengths[b]:  # past this sequence's end: its state carries over
-                gates[t, b] = 0
-                h_n_proj[t, b] = 0
-                y[t, b] = h[b]
-            else:
-                _gru_row(gates[t, b], h_proj[b], b_ih, b_hh, h[b], y[t, b], h_n_proj[t, b])
+        _gru_forward_rows(threaded, t, lengths, gates[t], h_proj, b_ih, b_hh, h, y[t],
+                          h_n_proj[t])
         h[:] = y[t]
     h_n[:] = h
 
@@ -721,6 +909,7 @@ def gru_backward(
     dh_direct = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, True)
     w_ih_panels = _pack_weights(w_ih, steps * B, False)
+    threaded = _threaded_rows(B, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
@@ -728,14 +917,8 @@ def gru_backward(
             t = _time_index(step, T, reverse)
             dax_t, dah_t = da_x[t - t_lo], da_h[t - t_lo]
             h_prev = _state_before(y, first, t, reverse)
-            for b in range(B):
-                if t >= lengths[b]:
-                    dax_t[b] = 0
-                    dah_t[b] = 0
-                    dh_direct[b] = dh[b]  # the gradient passes through this padded step
-                else:
-                    _gru_backward_row(gates[t, b], h_n_proj[t, b], h_prev[b], dy[t, b], dh[b],
-                                      dax_t[b], dah_t[b], dh_direct[b])
+            _gru_backward_rows(threaded, t, lengths, gates[t], h_n_proj[t], h_prev, dy[t], dh,
+                               dax_t, dah_t, dh_direct)
             _matmul(dah_t, w_hh, w_panels, dh)
             dh += dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
         count = end - start
@@ -746,10 +929,12 @@ def gru_backward(
 
 _cache.flush_if_sources_changed(
     __name__,
-    [_time_index, _state_before, _chunk_steps, _chunk_first_time, _add_column_sums, _chunk_grads,
-     _has_padding, _restore_padded_rows, _blas_operand, _gemm, _pack_weights, _matmul,
-     _project_input,
-     _backprop_state, _gate_blocks, _summed,
+    [_threaded, _threaded_rows, _time_index, _state_before, _chunk_steps, _chunk_first_time,
+     _add_column_sums, _chunk_grads, _has_padding, _restore_padded_rows, _blas_operand, _gemm,
+     _pack_weights, _matmul, _project_input, _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,
+     _rnn_forward_span, _rnn_forward_rows, _rnn_backward_span, _rnn_backward_rows,
+     _lstm_forward_span, _lstm_forward_rows, _lstm_backward_span, _lstm_backward_rows,
+     _gru_forward_span, _gru_forward_rows, _gru_backward_span, _gru_backward_rows,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )

@@ -271,28 +271,34 @@ def test_driver_edge_sizes(mode):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("blas_threads", [1, 2], ids=["1thread", "2threads"])
-@pytest.mark.parametrize("B", [1, 5, 250])
+@pytest.mark.parametrize("threads", [(1, 1), (1, 2), (2, 2)], ids=lambda t: "numba%d-blas%d" % t)
+@pytest.mark.parametrize("B", [1, 8, 250])
 @pytest.mark.parametrize("mode", MODES)
-def test_driver_recurrent_product_paths(mode, B, blas_threads, dtype, monkeypatch):
-    """Every way of doing the recurrent products matches the reference (H = 196): one BLAS
-    call at B = 250 when the BLAS has several threads; at B = 1 forward a matrix-vector
-    product over ``w_hh`` as it is; otherwise the packed kernels of
+def test_driver_recurrent_product_paths(mode, B, threads, dtype, monkeypatch, numba_threads):
+    """Every way of doing the recurrent products matches the reference (H = 196): on one
+    Numba thread, one BLAS call at B = 250 when the BLAS has several threads; at B = 1
+    forward a matrix-vector product over ``w_hh`` as it is; otherwise the packed kernels of
     ``numbarnn.kernels.gemm``: the one-row kernel at B = 1 (backward), else tiles with a
     ragged last row tile and (backward, K = G*H) several blocks along K; a ragged last
-    panel in both."""
-    monkeypatch.setattr(cpu, "_openblas_threads", lambda: blas_threads)
+    panel in both. On two Numba threads, those kernels on both threads from B = 8, and at
+    B = 250 the weight gradients too."""
+    n_numba, n_blas = threads
+    numba_threads(n_numba)
+    monkeypatch.setattr(cpu, "_openblas_threads", lambda: n_blas)
     H, G = 196, ref.GATES[mode]
     nr = gemm.panel_width(np.dtype(dtype).itemsize, B)
     w_hh = np.zeros((G * H, H), dtype)
     for w in (w_hh.T, w_hh):  # as the forward and the backward multiply by it
         panels = cpu._pack_weights(w, B, True)
-        if (B == 250 and blas_threads > 1) or (B == 1 and w is not w_hh):
+        if (B == 250 and threads == (1, 2)) or (B == 1 and w is not w_hh):
             assert panels.shape[0] == 0
             continue
         assert panels.shape == (-(-w.shape[1] // nr), w.shape[0], nr)
         assert H % nr and (B == 1 or B % gemm.MR)  # ragged: the last panel, the last rows
-    results, _ = run_driver_case(mode, True, dtype, T=2, B=B, I=3, H=H, seed=5)
+        assert cpu._threaded(B * H * G * H) == (n_numba == 2 and B > 1)
+    T, I = 2, 3
+    assert cpu._threaded(T * B * G * H * min(I, H)) == (n_numba == 2 and B == 250)
+    results, _ = run_driver_case(mode, True, dtype, T=T, B=B, I=I, H=H, seed=5)
     _assert_long_sums_close(results, dtype, f"{mode} B={B} H={H}")
 
 
@@ -308,16 +314,22 @@ def _assert_long_sums_close(results, dtype, label):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("threads", [1, 2], ids=["numba1", "numba2"])
 @pytest.mark.parametrize("I", [3, 2100])
 @pytest.mark.parametrize("mode", MODES)
-def test_driver_input_product_paths(mode, I, dtype):
+def test_driver_input_product_paths(mode, I, threads, dtype, numba_threads):
     """The products done once per call, the input projection (``x @ w_ih.T``) and the input
     gradient (``da @ w_ih``), go through packed weights while those fit in L2 (I = 3) and
-    through BLAS above that (I = 2100, H = 64: 0.5-4 MB), and match the reference."""
-    T, B, H = 3, 2, 64
-    w_ih = np.zeros((ref.GATES[mode] * H, I), dtype)
+    through BLAS above that (I = 2100, H = 64: 0.5-4 MB) on one Numba thread, through packed
+    weights on Numba's threads on two (and at I = 2100 the weight gradients too), and match
+    the reference."""
+    numba_threads(threads)
+    T, B, H = 4, 16, 64
+    G = ref.GATES[mode]
+    w_ih = np.zeros((G * H, I), dtype)
     for w, rows in ((w_ih.T, T * B), (w_ih, cpu._chunk_steps(T, B) * B)):
-        assert (cpu._pack_weights(w, rows, False).shape[0] > 0) == (I == 3)
+        assert (cpu._pack_weights(w, rows, False).shape[0] > 0) == (I == 3 or threads == 2)
+    assert cpu._threaded(T * B * G * H * min(I, H)) == (I == 2100 and threads == 2)
     results, _ = run_driver_case(mode, False, dtype, T=T, B=B, I=I, H=H, seed=11)
     _assert_long_sums_close(results, dtype, f"{mode} I={I}")
 
