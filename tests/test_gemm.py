@@ -132,6 +132,17 @@ def _threaded_operands(shape, dtype, transposed):
     return a, w, start
 
 
+def _assert_is_matmul(product, a, panels, start):
+    """``product(out, accumulate)`` writes and accumulates exactly what :func:`gemm.matmul`
+    does (``out`` starts as NaN or as ``start``)."""
+    for accumulate in (False, True):
+        expected = start.copy()
+        out = start.copy() if accumulate else np.full_like(start, np.nan)
+        gemm.matmul(a, panels, expected, accumulate)
+        product(out, accumulate)
+        np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", THREADED_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -142,12 +153,8 @@ def test_matmul_parallel_is_matmul(shape, threads, dtype, numba_threads):
     a, w, start = _threaded_operands(shape, dtype, transposed=False)
     panels = gemm.pack(w, a.shape[0])
     a_before = a.copy()
-    for accumulate in (False, True):
-        expected = start.copy()
-        out = start.copy() if accumulate else np.full_like(start, np.nan)
-        gemm.matmul(a, panels, expected, accumulate)
-        gemm.matmul_parallel(a, panels, out, accumulate)
-        np.testing.assert_array_equal(out, expected)
+    _assert_is_matmul(lambda out, acc: gemm.matmul_parallel(a, panels, out, acc), a, panels,
+                      start)
     np.testing.assert_array_equal(a, a_before)
 
 
@@ -168,12 +175,8 @@ def test_pack_rows_and_matmul_rows_parallel(shape, transposed, threads, dtype, n
     np.testing.assert_array_equal(stacked[:M], a)
     assert (stacked[M:] == 0).all()
     panels = gemm.pack(w, M)
-    for accumulate in (False, True):
-        expected = start.copy()
-        out = start.copy() if accumulate else np.full_like(start, np.nan)
-        gemm.matmul(a, panels, expected, accumulate)
-        gemm.matmul_rows_parallel(strips, panels, out, accumulate)
-        np.testing.assert_array_equal(out, expected)
+    _assert_is_matmul(lambda out, acc: gemm.matmul_rows_parallel(strips, panels, out, acc), a,
+                      panels, start)
 
 
 def test_pack_into_blocks_of_rows():
