@@ -92,8 +92,11 @@ _PACKED_WEIGHT_BYTES = 512 * 1024
 # backward 336-346 ms with every product on Numba's threads, 578-725 with the weight
 # gradients left to BLAS; forward 171 ms, against 199 with each step's product one
 # multithreaded BLAS call. One step's product at B = 16-64, H = 128-512: 120-185 GFLOP/s on two threads,
-# against 90-97 on one and 100-130 for multithreaded BLAS.
-_THREADED_PRODUCT = 2**18
+# against 90-97 on one and 100-130 for multithreaded BLAS. Below _THREADED_PRODUCT a product
+# stays on one thread (a few microseconds: at B,H = 16,64 (2**18) a step's product ran in
+# 8 us on two threads, 6 on one) but still off BLAS: one BLAS call per backward made the
+# next call's threaded steps wait for its workers (7.6 ms against 0.45, measured).
+_THREADED_PRODUCT = 2**19
 
 # ... and each step's cell math is shared out by batch rows from _THREADED_ROWS elements
 # (batch times hidden units). LSTM, 2 threads against 1, us per step, forward / backward:
@@ -619,8 +622,9 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     first_step = -1 if k1 - k0 == n else (0 if k0 == 1 else n - 1)
     begin = t_lo + k0 + offset
     before = states[begin : begin + k1 - k0].reshape(((k1 - k0) * B, H))
-    if _threaded(rows * GH * min(I, H)):
-        # On Numba's threads, the gradients' transposes as strips (see gemm.pack_rows).
+    if gemm.numba_threads() > 1:
+        # On Numba's threads, never BLAS's (see _THREADED_PRODUCT), with the gradients'
+        # transposes as strips (see gemm.pack_rows).
         strips_x = gemm.pack_rows(da_x2.T)
         strips_h = strips_x if da_h.ctypes.data == da_x.ctypes.data else gemm.pack_rows(da_h2.T)
         gemm.matmul_rows_parallel(strips_x, gemm.pack(x2, GH), dw_ih, True)
