@@ -91,11 +91,12 @@ _PACKED_WEIGHT_BYTES = 512 * 1024
 # take the cores from Numba's. 2 threads, float32, T,B,I,H = 100,64,512,512 (LSTM, measured):
 # backward 336-346 ms with every product on Numba's threads, 578-725 with the weight
 # gradients left to BLAS; forward 171 ms, against 199 with each step's product one
-# multithreaded BLAS call. One step's product at B = 16-64, H = 128-512: 120-185 GFLOP/s on two threads,
-# against 90-97 on one and 100-130 for multithreaded BLAS. Below _THREADED_PRODUCT a product
-# stays on one thread (a few microseconds: at B,H = 16,64 (2**18) a step's product ran in
-# 8 us on two threads, 6 on one) but still off BLAS: one BLAS call per backward made the
-# next call's threaded steps wait for its workers (7.6 ms against 0.45, measured).
+# multithreaded BLAS call. One step's product at B = 16-64, H = 128-512: 120-185 GFLOP/s on
+# two threads, against 90-97 on one and 100-130 for multithreaded BLAS. Below
+# _THREADED_PRODUCT a product stays on one thread (a few microseconds: at B,H = 16,64
+# (2**18) a step's product ran in 8 us on two threads, 6 on one) but still off BLAS: one
+# BLAS call per backward made the next call's threaded steps wait for its workers (7.6 ms
+# against 0.45, measured).
 _THREADED_PRODUCT = 2**19
 
 # ... and each step's cell math is shared out by batch rows from _THREADED_ROWS elements
