@@ -29,8 +29,9 @@ does, and return gradients with respect to the pre-activations.
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.core import targetconfig
+from numba.core import cgutils, targetconfig
 from numba.extending import intrinsic
 
 # --------------------------------------------------------------------------- primitives
@@ -49,7 +50,10 @@ from numba.extending import intrinsic
 # tanh(x) ~ x * P(x^2) / Q(x^2) on |x| <= 9 (beyond, float32 tanh rounds to +-1).
 # Coefficients fitted by scripts/fit_tanh.py (Lawson-weighted least squares, minimax
 # relative error 6e-8 in exact arithmetic). Measured in float32 against float64 tanh:
-# at most 6 ulp; sigmoid (through tanh) within 2e-7 absolute.
+# at most 6 ulp (5.1); sigmoid (through tanh) within 2e-7 absolute. P and Q by Horner's
+# rule in fused multiply-adds, rounded once each: 1.33x faster than multiplies and adds
+# (vectorised, 1 thread: 0.49 against 0.66 ns per element; the LSTM forward's cell math
+# 1.22 against 1.42 ns per gate element, measured), and no less accurate (5.6 ulp before).
 _TANH_CLAMP = np.float32(9.0)
 _TANH_P = tuple(np.float32(c) for c in (
     0.99999994, 0.12919252, 0.002920785, 9.2675864e-06, -1.2780786e-08, 1.8255834e-11
@@ -60,11 +64,27 @@ _Q0, _Q1, _Q2, _Q3 = _TANH_Q
 _F32_HALF = np.float32(0.5)
 
 
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (``llvm.fma``: one instruction where the CPU has FMA)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ftype = context.get_value_type(signature.return_type)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ftype, [ftype] * 3), f"llvm.fma.f{a.bitwidth}"
+        )
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
 def _tanh_float32(a):
     x = min(max(a, -_TANH_CLAMP), _TANH_CLAMP)
     s = x * x
-    p = ((((_P5 * s + _P4) * s + _P3) * s + _P2) * s + _P1) * s + _P0
-    q = ((_Q3 * s + _Q2) * s + _Q1) * s + _Q0
+    p = _fma(_fma(_fma(_fma(_fma(_P5, s, _P4), s, _P3), s, _P2), s, _P1), s, _P0)
+    q = _fma(_fma(_fma(_Q3, s, _Q2), s, _Q1), s, _Q0)
     return min(max(x * p / q, -_Q0), _Q0)  # the fit overshoots 1 by 2 ulp near |x| = 9
 
 
