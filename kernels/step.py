@@ -70,8 +70,8 @@ def _lstm_row(xw, hw, b_ih, b_hh, c, h_out, c_out):
     H = c.shape[0]
     c_new, h_new = hw[:H], hw[H : 2 * H]
     cpu._lstm_row(xw, hw, b_ih, b_hh, c, h_new, c_new)
-    c_out[:] = c_new
-    h_out[:] = h_new
+    cpu._copy(c_new, c_out)
+    cpu._copy(h_new, h_out)
 
 
 @_jit
@@ -79,7 +79,7 @@ def _gru_row(xw, hw, b_ih, b_hh, h, h_out):
     H = h.shape[0]
     h_new = hw[:H]
     cpu._gru_row(xw, hw, b_ih, b_hh, h, h_new, hw[2 * H :])  # h_n_proj stays where it is
-    h_out[:] = h_new
+    cpu._copy(h_new, h_out)
 
 
 # ------------------------------------------------------------------ batch-1 steps
