@@ -576,7 +576,7 @@ def _gru_backward_span(b_lo, b_hi, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t
         if t >= lengths[b]:
             da_x_t[b] = 0
             da_h_t[b] = 0
-            dh_direct[b] = dh[b]  # the gradient passes through this padded step
+            _copy(dh[b], dh_direct[b])  # the gradient passes through this padded step
         else:
             _gru_backward_row(gates_t[b], h_n_proj_t[b], h_prev[b], dy_t[b], dh[b], da_x_t[b],
                               da_h_t[b], dh_direct[b])
@@ -594,6 +594,7 @@ def _gru_backward_rows(threaded, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t, 
     else:
         _gru_backward_span(np.intp(0), B, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t,
                            da_h_t, dh_direct)
+
 
 @_jit
 def _add_column_sums(a, out):

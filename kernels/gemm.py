@@ -467,28 +467,28 @@ def _matmul_on_threads(a, layout, M, panels, out, accumulate):
     n_panels, K, nr = panels.shape
     threads = numba_threads()
     by_rows = M >= threads * _ROWS_PER_THREAD
-    unit, blocks = 0, threads  # rows per block and blocks; few rows: a share of panels each
+    unit, blocks = 1, 0  # rows per block, and blocks
     if by_rows:
         rows_unit = MR if layout[3] else 1  # rows per strip
         wanted = min(threads * _BLOCKS_PER_THREAD,
                      max(threads, M * K * nr * n_panels // _BLOCK_MULTIPLY_ADDS))
         unit = max(rows_unit, M // wanted // rows_unit * rows_unit)
         blocks = -(-M // unit)
-    taken = np.zeros(threads * _COUNTER_STRIDE, dtype=np.intp)  # blocks taken of each share
+    # Blocks taken of each share (none to take for a step's product).
+    taken = np.zeros(threads * _COUNTER_STRIDE if by_rows else 0, dtype=np.intp)
     # One parallel loop for both cases: each costs seconds to compile, for every signature.
     for part in prange(threads):
-        # This thread's share first, then (many rows) what is left of the others'.
-        for k in range(threads if by_rows else 1):
+        if not by_rows:
+            _matmul_part(a, layout, panels, out, accumulate, np.intp(0), M,
+                         part * n_panels // threads, (part + 1) * n_panels // threads)
+            continue
+        for k in range(threads):  # this thread's share first, then what is left of the others'
             owner = (part + k) % threads
             first, end = owner * blocks // threads, (owner + 1) * blocks // threads
             block = first + _fetch_add(taken, owner * _COUNTER_STRIDE, 1)
             while block < end:
-                m_lo, m_hi, p_lo, p_hi = 0, M, 0, n_panels
-                if by_rows:
-                    m_lo, m_hi = block * unit, min(M, (block + 1) * unit)
-                else:
-                    p_lo, p_hi = block * n_panels // threads, (block + 1) * n_panels // threads
-                _matmul_part(a, layout, panels, out, accumulate, m_lo, m_hi, p_lo, p_hi)
+                _matmul_part(a, layout, panels, out, accumulate, block * unit,
+                             min(M, (block + 1) * unit), np.intp(0), n_panels)
                 block = first + _fetch_add(taken, owner * _COUNTER_STRIDE, 1)
 
 
