@@ -14,8 +14,8 @@ The per-step GEMMs multiply by the recurrent weights packed once per call
 (:mod:`numbarnn.kernels.gemm`; see ``_PARALLEL_GEMM`` for when BLAS does them instead), and
 so do the input projection and the chunks' input gradient while ``w_ih`` is small (see
 ``_PACKED_WEIGHT_BYTES``). On several of Numba's threads (``numba.set_num_threads``) every
-product, BLAS's included, goes through packed operands on those threads, and each step's
-cell math is shared out by batch rows (see ``_THREADED_PRODUCT`` and ``_THREADED_ROWS``).
+product, BLAS's included, goes through packed operands on those threads, and the steps of
+the recurrence are shared out by batch rows (see ``_THREADED_PRODUCT`` and ``_row_parts``).
 Temporaries are small: the packed weights, (B, G*H) per step and one chunk of gate
 gradients (on several threads, packed once more for the weight gradients, with the
 chunk's inputs and states).
@@ -99,11 +99,14 @@ _PACKED_WEIGHT_BYTES = 512 * 1024
 # against 0.45, measured).
 _THREADED_PRODUCT = 2**19
 
-# ... and each step's cell math is shared out by batch rows from _THREADED_ROWS elements
-# (batch times hidden units). LSTM, 2 threads against 1, us per step, forward / backward:
-# 11.1 / 4.4 against 13.1 / 4.5 at B,H = 16,128; 49 / 11 against 67 / 25 at 64,128; 70 / 19
-# against 104 / 31 at 64,256 (measured).
-_THREADED_ROWS = 2048
+# ... except the steps of the recurrence once the batch has rows enough (``_row_parts``):
+# each thread then runs every step of its own block of batch rows, product and cell math,
+# with no synchronisation between steps. Sharing out each step's product by panels and its
+# cell math by rows took two parallel regions per step, each as slow as its slower thread on
+# a shared machine. 2 threads, float32, median ms of four processes, forward / train step:
+# LSTM 7.99 / 21.8 against 10.7 / 23.6 at T,B,I,H = 200,16,64,128; RNN 1.74 / 7.00 against
+# 3.53 / 9.26 there, 13.7 / 49.1 against 17.7 / 56.7 at 100,64,256,256; LSTM within 2.5% at
+# 100,64,256,256 and 100,64,512,512 (measured).
 
 
 def _openblas_get_num_threads():
@@ -154,9 +157,14 @@ def _threaded(multiply_adds):
 
 
 @_jit
-def _threaded_rows(B, H):
-    """Whether the cell math of a step of ``B`` rows of ``H`` units runs on Numba's threads."""
-    return B > 1 and B * H >= _THREADED_ROWS and gemm.numba_threads() > 1
+def _row_parts(T, B, G, H):
+    """Numba's threads that share out the batch rows of the recurrence of ``T`` steps of ``B``
+    rows (``G`` gates, ``H`` units): 1 (the steps' products may still go on the threads)
+    below ``_THREADED_PRODUCT`` multiply-adds of recurrent products in all."""
+    threads = gemm.numba_threads()
+    if threads == 1 or B < 2 or T * B * G * H * H < _THREADED_PRODUCT:
+        return 1
+    return min(threads, B)
 
 
 @_jit
@@ -302,6 +310,16 @@ def _matmul(a, w, panels, out):
 
 
 @_jit
+def _step_product(a, w, panels, out, alone):
+    """One step's product ``out = a @ w`` as :func:`_matmul` does it, or on this thread
+    ``alone`` (a thread's block of the batch rows, inside a parallel region)."""
+    if alone:
+        gemm.matmul(a, panels, out, False)
+    else:
+        _matmul(a, w, panels, out)
+
+
+@_jit
 def _project_input(x, w_ih, out):
     """``out = x @ w_ih.T`` over all steps: ``x`` (T, B, I), ``w_ih`` (G*H, I), ``out``
     (T*B, G*H)."""
@@ -311,16 +329,17 @@ def _project_input(x, w_ih, out):
 
 
 @_jit
-def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths):
-    """``dh = da_t @ w_hh``: the gradient w.r.t. the state step ``t`` started from.
+def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths, alone):
+    """``dh = da_t @ w_hh`` (:func:`_step_product`): the gradient w.r.t. the state step ``t``
+    started from, for the rows of ``da_t``, ``dh``, ``dh_saved`` and ``lengths`` (rows, ...).
 
     ``w_panels`` is ``_pack_weights(w_hh, B, True)``. Sequences already ended at ``t`` keep
-    their ``dh`` (the step did not touch them); ``dh_saved`` (B, H) is scratch.
+    their ``dh`` (the step did not touch them); ``dh_saved`` is scratch.
     """
     padded = _has_padding(t, lengths)
     if padded:
         _copy(dh, dh_saved)
-    _matmul(da_t, w_hh, w_panels, dh)
+    _step_product(da_t, w_hh, w_panels, dh, alone)
     if padded:
         _restore_padded_rows(dh, dh_saved, t, lengths)
 
@@ -443,157 +462,218 @@ def _gru_backward_row(gates, h_n_proj, h_prev, dy, dh, da_x, da_h, dh_direct):
     _copy(da_x[: 2 * H], da_h[: 2 * H])
 
 
-# --------------------------------------------------------------------------- one step
+# --------------------------------------------------------------------------- the recurrence
 #
-# The fused pointwise work of one step for every batch row, by the row functions above: a
-# sequence already ended at time ``t`` gets its carried state and zero gates or gradients.
-# ``<cell>_<pass>_rows`` shares the rows out over Numba's threads when ``threaded`` (see
-# ``_THREADED_ROWS``), a block of rows each (``<cell>_<pass>_span``). Arguments ending in
-# ``_t`` are the step's (B, ...) slices of the saved arrays; ``h``, ``cell``, ``dh`` and
-# ``dc`` the running states and their gradients, (B, H). (``np.intp(0)``, not ``0``: a literal
-# would compile each span a second time, for a first row known to be 0.)
+# Every step of a sequence for a block of batch rows, by the row functions above: per step
+# the recurrent product of those rows and their fused pointwise work. A sequence already
+# ended at time ``t`` gets its carried state and zero gates or gradients. Rows do not
+# interact in the recurrence, so ``<cell>_<pass>_rows`` shares the batch out over ``parts``
+# of Numba's threads (``_row_parts``), a block of rows each (``<cell>_<pass>_span``, on its
+# thread ``alone``), with no synchronisation between steps. ``h``, ``cell``, ``dh`` and
+# ``dcell`` are the running states and their gradients, (B, H); ``h_proj`` and ``dh_saved``
+# (B, ...) scratch. (``np.intp(0)``, not ``0``, and ``alone`` a variable, not a literal: a
+# literal would compile each span a second time.)
 
 
 @_jit
-def _rnn_forward_span(b_lo, b_hi, t, lengths, a_t, h_proj, b_ih, b_hh, relu, h):
-    """Elman, rows ``b_lo:b_hi``: ``h`` updated in place."""
-    for b in range(b_lo, b_hi):
-        if t < lengths[b]:
-            _rnn_row(a_t[b], h_proj[b], b_ih, b_hh, relu, h[b])
+def _rnn_forward_span(b_lo, b_hi, alone, reverse, lengths, a, w_hh, w_panels, b_ih, b_hh, relu,
+                      h, h_proj, y):
+    """Elman, rows ``b_lo:b_hi``: ``y`` written from ``a`` (T, B, H), the input projection."""
+    T = a.shape[0]
+    for step in range(T):
+        t = _time_index(step, T, reverse)
+        _step_product(h[b_lo:b_hi], w_hh.T, w_panels, h_proj[b_lo:b_hi], alone)
+        for b in range(b_lo, b_hi):
+            if t < lengths[b]:
+                _rnn_row(a[t, b], h_proj[b], b_ih, b_hh, relu, h[b])
+        _copy(h[b_lo:b_hi], y[t, b_lo:b_hi])
 
 
 @_jit_threads
-def _rnn_forward_rows(threaded, t, lengths, a_t, h_proj, b_ih, b_hh, relu, h):
-    B = lengths.shape[0]
-    if threaded:
-        threads = gemm.numba_threads()
-        for part in prange(threads):
-            _rnn_forward_span(part * B // threads, (part + 1) * B // threads, t, lengths, a_t,
-                              h_proj, b_ih, b_hh, relu, h)
+def _rnn_forward_rows(parts, reverse, lengths, a, w_hh, w_panels, b_ih, b_hh, relu, h, h_proj,
+                      y):
+    B = h.shape[0]
+    alone = parts > 1
+    if alone:
+        for part in prange(parts):
+            _rnn_forward_span(part * B // parts, (part + 1) * B // parts, alone, reverse,
+                              lengths, a, w_hh, w_panels, b_ih, b_hh, relu, h, h_proj, y)
     else:
-        _rnn_forward_span(np.intp(0), B, t, lengths, a_t, h_proj, b_ih, b_hh, relu, h)
+        _rnn_forward_span(np.intp(0), B, alone, reverse, lengths, a, w_hh, w_panels, b_ih, b_hh,
+                          relu, h, h_proj, y)
 
 
 @_jit
-def _rnn_backward_span(b_lo, b_hi, t, lengths, y_t, dy_t, dh, relu, da_t):
-    """Elman, rows ``b_lo:b_hi``: ``da_t`` written."""
-    for b in range(b_lo, b_hi):
-        if t >= lengths[b]:
-            da_t[b] = 0
-        else:
-            _rnn_backward_row(y_t[b], dy_t[b], dh[b], relu, da_t[b])
+def _rnn_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, relu, y, dy, w_hh,
+                       w_panels, dh, dh_saved, da):
+    """Elman, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da``
+    written at ``t - t_lo``."""
+    T = y.shape[0]
+    for step in range(end - 1, start - 1, -1):
+        t = _time_index(step, T, reverse)
+        da_t = da[t - t_lo]
+        for b in range(b_lo, b_hi):
+            if t >= lengths[b]:
+                da_t[b] = 0
+            else:
+                _rnn_backward_row(y[t, b], dy[t, b], dh[b], relu, da_t[b])
+        _backprop_state(da_t[b_lo:b_hi], w_hh, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
+                        lengths[b_lo:b_hi], alone)
 
 
 @_jit_threads
-def _rnn_backward_rows(threaded, t, lengths, y_t, dy_t, dh, relu, da_t):
-    B = lengths.shape[0]
-    if threaded:
-        threads = gemm.numba_threads()
-        for part in prange(threads):
-            _rnn_backward_span(part * B // threads, (part + 1) * B // threads, t, lengths, y_t,
-                               dy_t, dh, relu, da_t)
+def _rnn_backward_rows(parts, start, end, t_lo, reverse, lengths, relu, y, dy, w_hh, w_panels,
+                       dh, dh_saved, da):
+    B = dh.shape[0]
+    alone = parts > 1
+    if alone:
+        for part in prange(parts):
+            _rnn_backward_span(part * B // parts, (part + 1) * B // parts, alone, start, end,
+                               t_lo, reverse, lengths, relu, y, dy, w_hh, w_panels, dh, dh_saved,
+                               da)
     else:
-        _rnn_backward_span(np.intp(0), B, t, lengths, y_t, dy_t, dh, relu, da_t)
+        _rnn_backward_span(np.intp(0), B, alone, start, end, t_lo, reverse, lengths, relu, y, dy,
+                           w_hh, w_panels, dh, dh_saved, da)
 
 
 @_jit
-def _lstm_forward_span(b_lo, b_hi, t, lengths, gates_t, h_proj, b_ih, b_hh, h, cell, y_t, c_t):
-    """LSTM, rows ``b_lo:b_hi``: ``gates_t``, ``y_t`` and ``c_t`` written from ``h``, ``cell``."""
-    for b in range(b_lo, b_hi):
-        if t >= lengths[b]:
-            gates_t[b] = 0
-            _copy(h[b], y_t[b])
-            _copy(cell[b], c_t[b])
-        else:
-            _lstm_row(gates_t[b], h_proj[b], b_ih, b_hh, cell[b], y_t[b], c_t[b])
+def _lstm_forward_span(b_lo, b_hi, alone, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h, cell,
+                       h_proj, gates, y, c):
+    """LSTM, rows ``b_lo:b_hi``: ``gates`` (holding the input projection on entry), ``y`` and
+    ``c`` written."""
+    T = gates.shape[0]
+    for step in range(T):
+        t = _time_index(step, T, reverse)
+        _step_product(h[b_lo:b_hi], w_hh.T, w_panels, h_proj[b_lo:b_hi], alone)
+        for b in range(b_lo, b_hi):
+            if t >= lengths[b]:
+                gates[t, b] = 0
+                _copy(h[b], y[t, b])
+                _copy(cell[b], c[t, b])
+            else:
+                _lstm_row(gates[t, b], h_proj[b], b_ih, b_hh, cell[b], y[t, b], c[t, b])
+        _copy(y[t, b_lo:b_hi], h[b_lo:b_hi])
+        _copy(c[t, b_lo:b_hi], cell[b_lo:b_hi])
 
 
 @_jit_threads
-def _lstm_forward_rows(threaded, t, lengths, gates_t, h_proj, b_ih, b_hh, h, cell, y_t, c_t):
-    B = lengths.shape[0]
-    if threaded:
-        threads = gemm.numba_threads()
-        for part in prange(threads):
-            _lstm_forward_span(part * B // threads, (part + 1) * B // threads, t, lengths,
-                               gates_t, h_proj, b_ih, b_hh, h, cell, y_t, c_t)
+def _lstm_forward_rows(parts, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h, cell, h_proj,
+                       gates, y, c):
+    B = h.shape[0]
+    alone = parts > 1
+    if alone:
+        for part in prange(parts):
+            _lstm_forward_span(part * B // parts, (part + 1) * B // parts, alone, reverse,
+                               lengths, w_hh, w_panels, b_ih, b_hh, h, cell, h_proj, gates, y, c)
     else:
-        _lstm_forward_span(np.intp(0), B, t, lengths, gates_t, h_proj, b_ih, b_hh, h, cell, y_t,
-                           c_t)
+        _lstm_forward_span(np.intp(0), B, alone, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h,
+                           cell, h_proj, gates, y, c)
 
 
 @_jit
-def _lstm_backward_span(b_lo, b_hi, t, lengths, gates_t, c_t, c_prev, dy_t, dh, dc, da_t):
-    """LSTM, rows ``b_lo:b_hi``: ``da_t`` written, ``dc`` taken one step back."""
-    for b in range(b_lo, b_hi):
-        if t >= lengths[b]:
-            da_t[b] = 0
-        else:
-            _lstm_backward_row(gates_t[b], c_t[b], c_prev[b], dy_t[b], dh[b], dc[b], da_t[b])
+def _lstm_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, gates, c, c_first,
+                        dy, w_hh, w_panels, dh, dcell, dh_saved, da):
+    """LSTM, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da``
+    written at ``t - t_lo``."""
+    T = gates.shape[0]
+    for step in range(end - 1, start - 1, -1):
+        t = _time_index(step, T, reverse)
+        da_t = da[t - t_lo]
+        c_prev = _state_before(c, c_first, t, reverse)
+        for b in range(b_lo, b_hi):
+            if t >= lengths[b]:
+                da_t[b] = 0
+            else:
+                _lstm_backward_row(gates[t, b], c[t, b], c_prev[b], dy[t, b], dh[b], dcell[b],
+                                   da_t[b])
+        _backprop_state(da_t[b_lo:b_hi], w_hh, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
+                        lengths[b_lo:b_hi], alone)
 
 
 @_jit_threads
-def _lstm_backward_rows(threaded, t, lengths, gates_t, c_t, c_prev, dy_t, dh, dc, da_t):
-    B = lengths.shape[0]
-    if threaded:
-        threads = gemm.numba_threads()
-        for part in prange(threads):
-            _lstm_backward_span(part * B // threads, (part + 1) * B // threads, t, lengths,
-                                gates_t, c_t, c_prev, dy_t, dh, dc, da_t)
+def _lstm_backward_rows(parts, start, end, t_lo, reverse, lengths, gates, c, c_first, dy, w_hh,
+                        w_panels, dh, dcell, dh_saved, da):
+    B = dh.shape[0]
+    alone = parts > 1
+    if alone:
+        for part in prange(parts):
+            _lstm_backward_span(part * B // parts, (part + 1) * B // parts, alone, start, end,
+                                t_lo, reverse, lengths, gates, c, c_first, dy, w_hh, w_panels,
+                                dh, dcell, dh_saved, da)
     else:
-        _lstm_backward_span(np.intp(0), B, t, lengths, gates_t, c_t, c_prev, dy_t, dh, dc, da_t)
+        _lstm_backward_span(np.intp(0), B, alone, start, end, t_lo, reverse, lengths, gates, c,
+                            c_first, dy, w_hh, w_panels, dh, dcell, dh_saved, da)
 
 
 @_jit
-def _gru_forward_span(b_lo, b_hi, t, lengths, gates_t, h_proj, b_ih, b_hh, h, y_t, h_n_proj_t):
-    """GRU, rows ``b_lo:b_hi``: ``gates_t``, ``y_t`` and ``h_n_proj_t`` written from ``h``."""
-    for b in range(b_lo, b_hi):
-        if t >= lengths[b]:
-            gates_t[b] = 0
-            h_n_proj_t[b] = 0
-            _copy(h[b], y_t[b])
-        else:
-            _gru_row(gates_t[b], h_proj[b], b_ih, b_hh, h[b], y_t[b], h_n_proj_t[b])
+def _gru_forward_span(b_lo, b_hi, alone, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h, h_proj,
+                      gates, y, h_n_proj):
+    """GRU, rows ``b_lo:b_hi``: ``gates`` (holding the input projection on entry), ``y`` and
+    ``h_n_proj`` written."""
+    T = gates.shape[0]
+    for step in range(T):
+        t = _time_index(step, T, reverse)
+        _step_product(h[b_lo:b_hi], w_hh.T, w_panels, h_proj[b_lo:b_hi], alone)
+        for b in range(b_lo, b_hi):
+            if t >= lengths[b]:
+                gates[t, b] = 0
+                h_n_proj[t, b] = 0
+                _copy(h[b], y[t, b])
+            else:
+                _gru_row(gates[t, b], h_proj[b], b_ih, b_hh, h[b], y[t, b], h_n_proj[t, b])
+        _copy(y[t, b_lo:b_hi], h[b_lo:b_hi])
 
 
 @_jit_threads
-def _gru_forward_rows(threaded, t, lengths, gates_t, h_proj, b_ih, b_hh, h, y_t, h_n_proj_t):
-    B = lengths.shape[0]
-    if threaded:
-        threads = gemm.numba_threads()
-        for part in prange(threads):
-            _gru_forward_span(part * B // threads, (part + 1) * B // threads, t, lengths,
-                              gates_t, h_proj, b_ih, b_hh, h, y_t, h_n_proj_t)
+def _gru_forward_rows(parts, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h, h_proj, gates, y,
+                      h_n_proj):
+    B = h.shape[0]
+    alone = parts > 1
+    if alone:
+        for part in prange(parts):
+            _gru_forward_span(part * B // parts, (part + 1) * B // parts, alone, reverse, lengths,
+                              w_hh, w_panels, b_ih, b_hh, h, h_proj, gates, y, h_n_proj)
     else:
-        _gru_forward_span(np.intp(0), B, t, lengths, gates_t, h_proj, b_ih, b_hh, h, y_t,
-                          h_n_proj_t)
+        _gru_forward_span(np.intp(0), B, alone, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h,
+                          h_proj, gates, y, h_n_proj)
 
 
 @_jit
-def _gru_backward_span(b_lo, b_hi, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t,
-                       da_h_t, dh_direct):
-    """GRU, rows ``b_lo:b_hi``: ``da_x_t``, ``da_h_t`` and ``dh_direct`` written."""
-    for b in range(b_lo, b_hi):
-        if t >= lengths[b]:
-            da_x_t[b] = 0
-            da_h_t[b] = 0
-            _copy(dh[b], dh_direct[b])  # the gradient passes through this padded step
-        else:
-            _gru_backward_row(gates_t[b], h_n_proj_t[b], h_prev[b], dy_t[b], dh[b], da_x_t[b],
-                              da_h_t[b], dh_direct[b])
+def _gru_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, gates, h_n_proj, y,
+                       first, dy, w_hh, w_panels, dh, dh_direct, da_x, da_h):
+    """GRU, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da_x`` and
+    ``da_h`` written at ``t - t_lo``; ``dh_direct`` (B, H) is scratch."""
+    T = gates.shape[0]
+    for step in range(end - 1, start - 1, -1):
+        t = _time_index(step, T, reverse)
+        da_x_t, da_h_t = da_x[t - t_lo], da_h[t - t_lo]
+        h_prev = _state_before(y, first, t, reverse)
+        for b in range(b_lo, b_hi):
+            if t >= lengths[b]:
+                da_x_t[b] = 0
+                da_h_t[b] = 0
+                _copy(dh[b], dh_direct[b])  # the gradient passes through this padded step
+            else:
+                _gru_backward_row(gates[t, b], h_n_proj[t, b], h_prev[b], dy[t, b], dh[b],
+                                  da_x_t[b], da_h_t[b], dh_direct[b])
+        _step_product(da_h_t[b_lo:b_hi], w_hh, w_panels, dh[b_lo:b_hi], alone)
+        # da_h has zero rows for padded steps: dh_direct carries them
+        dh[b_lo:b_hi] += dh_direct[b_lo:b_hi]
 
 
 @_jit_threads
-def _gru_backward_rows(threaded, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t,
-                       da_h_t, dh_direct):
-    B = lengths.shape[0]
-    if threaded:
-        threads = gemm.numba_threads()
-        for part in prange(threads):
-            _gru_backward_span(part * B // threads, (part + 1) * B // threads, t, lengths,
-                               gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t, da_h_t, dh_direct)
+def _gru_backward_rows(parts, start, end, t_lo, reverse, lengths, gates, h_n_proj, y, first, dy,
+                       w_hh, w_panels, dh, dh_direct, da_x, da_h):
+    B = dh.shape[0]
+    alone = parts > 1
+    if alone:
+        for part in prange(parts):
+            _gru_backward_span(part * B // parts, (part + 1) * B // parts, alone, start, end,
+                               t_lo, reverse, lengths, gates, h_n_proj, y, first, dy, w_hh,
+                               w_panels, dh, dh_direct, da_x, da_h)
     else:
-        _gru_backward_span(np.intp(0), B, t, lengths, gates_t, h_n_proj_t, h_prev, dy_t, dh, da_x_t,
-                           da_h_t, dh_direct)
+        _gru_backward_span(np.intp(0), B, alone, start, end, t_lo, reverse, lengths, gates,
+                           h_n_proj, y, first, dy, w_hh, w_panels, dh, dh_direct, da_x, da_h)
 
 
 @_jit
@@ -692,12 +772,8 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     _copy(h0, h)
     h_proj = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
-    threaded = _threaded_rows(B, H)
-    for step in range(T):
-        t = _time_index(step, T, reverse)
-        _matmul(h, w_hh.T, w_panels, h_proj)
-        _rnn_forward_rows(threaded, t, lengths, a[t], h_proj, b_ih, b_hh, relu, h)
-        _copy(h, y[t])
+    _rnn_forward_rows(_row_parts(T, B, 1, H), reverse, lengths, a, w_hh, w_panels, b_ih, b_hh,
+                      relu, h, h_proj, y)
     _copy(h, h_n)
 
 
@@ -731,15 +807,12 @@ def rnn_backward(
     dh_saved = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, True)
     w_ih_panels = _pack_weights(w_ih, steps * B, False)
-    threaded = _threaded_rows(B, H)
+    parts = _row_parts(T, B, 1, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        for step in range(end - 1, start - 1, -1):
-            t = _time_index(step, T, reverse)
-            da_t = da[t - t_lo]
-            _rnn_backward_rows(threaded, t, lengths, y[t], dy[t], dh, relu, da_t)
-            _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
+        _rnn_backward_rows(parts, start, end, t_lo, reverse, lengths, relu, y, dy, w_hh, w_panels,
+                           dh, dh_saved, da)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels, dx,
                      dw_ih, dw_hh, db_ih, db_hh)
@@ -785,14 +858,8 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     _copy(c0, cell)
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
-    threaded = _threaded_rows(B, H)
-    for step in range(T):
-        t = _time_index(step, T, reverse)
-        _matmul(h, w_hh.T, w_panels, h_proj)
-        _lstm_forward_rows(threaded, t, lengths, gates[t], h_proj, b_ih, b_hh, h, cell, y[t],
-                           c[t])
-        _copy(y[t], h)
-        _copy(c[t], cell)
+    _lstm_forward_rows(_row_parts(T, B, 4, H), reverse, lengths, w_hh, w_panels, b_ih, b_hh, h,
+                       cell, h_proj, gates, y, c)
     _copy(h, h_n)
     _copy(cell, c_n)
 
@@ -830,17 +897,12 @@ def lstm_backward(
     dh_saved = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, True)
     w_ih_panels = _pack_weights(w_ih, steps * B, False)
-    threaded = _threaded_rows(B, H)
+    parts = _row_parts(T, B, 4, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        for step in range(end - 1, start - 1, -1):
-            t = _time_index(step, T, reverse)
-            da_t = da[t - t_lo]
-            c_prev = _state_before(c, c_first, t, reverse)
-            _lstm_backward_rows(threaded, t, lengths, gates[t], c[t], c_prev, dy[t], dh, dcell,
-                                da_t)
-            _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths)
+        _lstm_backward_rows(parts, start, end, t_lo, reverse, lengths, gates, c, c_first, dy,
+                            w_hh, w_panels, dh, dcell, dh_saved, da)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, w_ih_panels, dx,
                      dw_ih, dw_hh, db_ih, db_hh)
@@ -885,13 +947,8 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     _copy(h0, h)
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
-    threaded = _threaded_rows(B, H)
-    for step in range(T):
-        t = _time_index(step, T, reverse)
-        _matmul(h, w_hh.T, w_panels, h_proj)
-        _gru_forward_rows(threaded, t, lengths, gates[t], h_proj, b_ih, b_hh, h, y[t],
-                          h_n_proj[t])
-        _copy(y[t], h)
+    _gru_forward_rows(_row_parts(T, B, 3, H), reverse, lengths, w_hh, w_panels, b_ih, b_hh, h,
+                      h_proj, gates, y, h_n_proj)
     _copy(h, h_n)
 
 
@@ -927,18 +984,12 @@ def gru_backward(
     dh_direct = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, True)
     w_ih_panels = _pack_weights(w_ih, steps * B, False)
-    threaded = _threaded_rows(B, H)
+    parts = _row_parts(T, B, 3, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        for step in range(end - 1, start - 1, -1):
-            t = _time_index(step, T, reverse)
-            dax_t, dah_t = da_x[t - t_lo], da_h[t - t_lo]
-            h_prev = _state_before(y, first, t, reverse)
-            _gru_backward_rows(threaded, t, lengths, gates[t], h_n_proj[t], h_prev, dy[t], dh,
-                               dax_t, dah_t, dh_direct)
-            _matmul(dah_t, w_hh, w_panels, dh)
-            dh += dh_direct  # da_h has zero rows for padded steps: dh_direct carries them
+        _gru_backward_rows(parts, start, end, t_lo, reverse, lengths, gates, h_n_proj, y, first,
+                           dy, w_hh, w_panels, dh, dh_direct, da_x, da_h)
         count = end - start
         _chunk_grads(da_x[:count], da_h[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels,
                      dx, dw_ih, dw_hh, db_ih, db_hh)
@@ -947,10 +998,10 @@ def gru_backward(
 
 _cache.flush_if_sources_changed(
     __name__,
-    [_threaded, _threaded_rows, _copy, _time_index, _state_before, _chunk_steps,
+    [_threaded, _row_parts, _copy, _time_index, _state_before, _chunk_steps,
      _chunk_first_time, _add_column_sums, _chunk_grads, _has_padding, _restore_padded_rows,
-     _blas_operand, _gemm, _pack_weights, _matmul, _project_input, _backprop_state,
-     _gate_blocks, _summed,
+     _blas_operand, _gemm, _pack_weights, _matmul, _step_product, _project_input,
+     _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,
      _rnn_forward_span, _rnn_forward_rows, _rnn_backward_span, _rnn_backward_rows,
      _lstm_forward_span, _lstm_forward_rows, _lstm_backward_span, _lstm_backward_rows,

@@ -22,6 +22,7 @@ GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 def _run(mod, cell, x, w, h0, c0, dy, dh_n, dc_n, reverse, lengths):
     """Forward + backward; returns y, final states, dx, initial-state grads, weight grads."""
     T_, B_, _ = x.shape
+    H = h0.shape[1]
     dtype = x.dtype
     y, h_n, dx, dh0 = (np.full(s, np.nan, dtype) for s in ((T_, B_, H), (B_, H), x.shape, (B_, H)))
     grads = [np.zeros_like(a) for a in w]

@@ -1,4 +1,4 @@
-"""The CPU kernels on several of Numba's threads: forked children."""
+"""The CPU kernels on several of Numba's threads: the batch rows shared out, forked children."""
 
 import multiprocessing
 import os
@@ -8,6 +8,43 @@ import numpy as np
 import pytest
 
 import numbarnn
+from numbarnn.kernels import cpu
+from test_lengths_kernels import GATES
+from test_lengths_kernels import _run as run_drivers
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("B", [5, 30])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("cell", list(GATES))
+def test_batch_rows_on_threads_bit_for_bit(cell, reverse, B, dtype, numba_threads):
+    """On two threads each thread runs every step of its block of the batch rows (2 and 3
+    of B = 5, 15 and 15 of 30; the backward in two chunks at 30), sequences of ragged
+    lengths: outputs, final states, dx and the initial-state gradients are the one-thread
+    run's bit for bit. The weight gradients only match closely: on one thread BLAS sums
+    them, in its own order."""
+    T, I, H = 40, 7, 120
+    G = GATES[cell]
+    rng = np.random.default_rng([B, reverse, np.dtype(dtype).itemsize])
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    r = lambda *s: rng.uniform(-1, 1, s).astype(dtype)  # noqa: E731
+    x, h0, c0, dy, dh_n, dc_n = r(T, B, I), r(B, H), r(B, H), r(T, B, H), r(B, H), r(B, H)
+    w = [r(G * H, I), r(G * H, H) * dtype(H**-0.5), r(G * H), r(G * H)]
+    runs = []
+    for threads in (1, 2):
+        numba_threads(threads)
+        assert cpu._row_parts(T, B, G, H) == threads
+        runs.append(run_drivers(cpu, cell, x, w, h0, c0, dy, dh_n, dc_n, reverse, lengths))
+    (y1, finals1, dx1, starts1, grads1), (y2, finals2, dx2, starts2, grads2) = runs
+    assert (B == 30) == (cpu._chunk_steps(T, B) < T)
+    for name, one, two in [("y", y1, y2), ("dx", dx1, dx2)] + [
+        (f"final {k}", a, b) for k, (a, b) in enumerate(zip(finals1, finals2))
+    ] + [(f"initial grad {k}", a, b) for k, (a, b) in enumerate(zip(starts1, starts2))]:
+        np.testing.assert_array_equal(two, one, err_msg=f"{cell} {name}")
+    for one, two in zip(grads1, grads2):
+        np.testing.assert_allclose(two, one, rtol=1e-4 if dtype == np.float32 else 1e-12,
+                                   atol=1e-4 if dtype == np.float32 else 1e-12)
 
 
 def _forward_in_child(model, x, queue):
