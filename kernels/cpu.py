@@ -718,9 +718,12 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     before = states[begin : begin + k1 - k0].reshape(((k1 - k0) * B, H))
     if gemm.numba_threads() > 1:
         # On Numba's threads, never BLAS's (see _THREADED_PRODUCT), with the gradients'
-        # transposes as strips (see gemm.pack_rows).
-        strips_x = gemm.pack_rows(da_x2.T)
-        strips_h = strips_x if da_h.ctypes.data == da_x.ctypes.data else gemm.pack_rows(da_h2.T)
+        # transposes as strips (see gemm.pack_rows), which sum the bias gradients on the way
+        # (LSTM and RNN: da_h is da_x).
+        same = da_h.ctypes.data == da_x.ctypes.data
+        none = db_ih[:0]
+        strips_x = gemm.pack_rows(da_x2.T, db_ih, db_hh if same else none)
+        strips_h = strips_x if same else gemm.pack_rows(da_h2.T, db_hh, none)
         gemm.matmul_rows_parallel(strips_x, gemm.pack(x2, GH), dw_ih, True)
         panels = gemm.empty_panels(rows, H, GH, states)
         if first_step >= 0:
@@ -733,8 +736,8 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
             _gemm(da_h[first_step].T, first, dw_hh, True)
         if k1 > k0:
             _gemm(da_h[k0:k1].reshape(((k1 - k0) * B, GH)).T, before, dw_hh, True)
-    _add_column_sums(da_x2, db_ih)
-    _add_column_sums(da_h2, db_hh)
+        _add_column_sums(da_x2, db_ih)
+        _add_column_sums(da_h2, db_hh)
 
 
 # --------------------------------------------------------------------------- Elman RNN

@@ -165,11 +165,25 @@ def test_matmul_parallel_is_matmul(shape, threads, dtype, numba_threads):
 def test_pack_rows_and_matmul_rows_parallel(shape, transposed, threads, dtype, numba_threads):
     """Strips of MR rows (the last one zero-padded), and the product over them: bit for bit
     :func:`gemm.matmul`'s, for a left operand with contiguous columns (a transposed
-    gradient) or rows."""
+    gradient) or rows. The row sums added on the way to two outputs are bit for bit those
+    of adding the columns one after the other; an empty output is left out."""
     numba_threads(threads)
     a, w, start = _threaded_operands(shape, dtype, transposed)
     M, K = a.shape
-    strips = gemm.pack_rows(a)
+    rng = np.random.default_rng(4)
+    sums, more_sums = rng.standard_normal((2, M)).astype(dtype)
+    expected_sums, expected_more = sums.copy(), more_sums.copy()
+    for k in range(K):
+        expected_sums += a[:, k]
+        expected_more += a[:, k]
+    strips = gemm.pack_rows(a, sums, more_sums)
+    np.testing.assert_array_equal(sums, expected_sums)
+    np.testing.assert_array_equal(more_sums, expected_more)
+    np.testing.assert_array_equal(gemm.pack_rows(a, sums[:0], more_sums), strips)
+    for k in range(K):
+        expected_more += a[:, k]
+    np.testing.assert_array_equal(more_sums, expected_more)
+    np.testing.assert_array_equal(sums, expected_sums)
     assert strips.shape == (-(-M // gemm.MR), K, gemm.MR)
     stacked = strips.transpose(0, 2, 1).reshape(-1, K)  # the strips' rows one after another
     np.testing.assert_array_equal(stacked[:M], a)
@@ -190,15 +204,16 @@ def test_pack_into_blocks_of_rows():
 
 
 def test_threaded_products_reject_mismatch():
-    a = np.ones((12, 8), np.float32)
+    a, none = np.ones((12, 8), np.float32), np.empty(0, np.float32)
     panels = gemm.pack(np.ones((8, 5), np.float32), 12)
     with pytest.raises(ValueError, match="panels do not match"):
         gemm.matmul_parallel(a, panels, np.empty((11, 5), np.float32), False)
     with pytest.raises(ValueError, match="strips do not match"):
-        gemm.matmul_rows_parallel(gemm.pack_rows(a), panels, np.empty((13, 5), np.float32), False)
+        gemm.matmul_rows_parallel(gemm.pack_rows(a, none, none), panels,
+                                  np.empty((13, 5), np.float32), False)
     with pytest.raises(ValueError, match="panels do not match"):
-        gemm.matmul_rows_parallel(gemm.pack_rows(a[:, :7]), panels, np.empty((12, 5), np.float32),
-                                  False)
+        gemm.matmul_rows_parallel(gemm.pack_rows(a[:, :7], none, none), panels,
+                                  np.empty((12, 5), np.float32), False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
