@@ -310,10 +310,13 @@ def _matmul(a, w, panels, out):
 
 
 @_jit
-def _step_product(a, w, panels, out, alone):
-    """One step's product ``out = a @ w`` as :func:`_matmul` does it, or on this thread
-    ``alone`` (a thread's block of the batch rows, inside a parallel region)."""
-    if alone:
+def _step_product(a, w, panels, out):
+    """One step's product ``out = a @ w`` as :func:`_matmul` does it; with ``w`` None, on this
+    thread alone over the panels (a thread's block of the batch rows, inside a parallel
+    region). A None ``w`` compiles a version without :func:`_matmul`'s other paths (among
+    them its own parallel loop), so that the drivers' parallel loops do not compile those
+    once more."""
+    if w is None:
         gemm.matmul(a, panels, out, False)
     else:
         _matmul(a, w, panels, out)
@@ -329,7 +332,7 @@ def _project_input(x, w_ih, out):
 
 
 @_jit
-def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths, alone):
+def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths):
     """``dh = da_t @ w_hh`` (:func:`_step_product`): the gradient w.r.t. the state step ``t``
     started from, for the rows of ``da_t``, ``dh``, ``dh_saved`` and ``lengths`` (rows, ...).
 
@@ -339,7 +342,7 @@ def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths, alone):
     padded = _has_padding(t, lengths)
     if padded:
         _copy(dh, dh_saved)
-    _step_product(da_t, w_hh, w_panels, dh, alone)
+    _step_product(da_t, w_hh, w_panels, dh)
     if padded:
         _restore_padded_rows(dh, dh_saved, t, lengths)
 
@@ -467,44 +470,33 @@ def _gru_backward_row(gates, h_n_proj, h_prev, dy, dh, da_x, da_h, dh_direct):
 # Every step of a sequence for a block of batch rows, by the row functions above: per step
 # the recurrent product of those rows and their fused pointwise work. A sequence already
 # ended at time ``t`` gets its carried state and zero gates or gradients. Rows do not
-# interact in the recurrence, so ``<cell>_<pass>_rows`` shares the batch out over ``parts``
-# of Numba's threads (``_row_parts``), a block of rows each (``<cell>_<pass>_span``, on its
-# thread ``alone``), with no synchronisation between steps. ``h``, ``cell``, ``dh`` and
-# ``dcell`` are the running states and their gradients, (B, H); ``h_proj`` and ``dh_saved``
-# (B, ...) scratch. (``np.intp(0)``, not ``0``, and ``alone`` a variable, not a literal: a
-# literal would compile each span a second time.)
+# interact in the recurrence, so each driver shares the batch out over ``parts`` of Numba's
+# threads (``_row_parts``), a block of rows each (``<cell>_<pass>_span``, each thread's
+# products on that thread alone: ``w`` None, see ``_step_product``), with no
+# synchronisation between steps. The drivers are parallel functions themselves: Numba
+# compiles a function's callees into it once more, and a launcher between a driver and its
+# spans took 9 s more to compile on a cold cache (a new process's first LSTM forward and
+# backward, measured). ``h``, ``cell``, ``dh`` and ``dcell`` are the running states and
+# their gradients, (B, H); ``h_proj`` and ``dh_saved`` (B, ...) scratch. (``np.intp(0)``,
+# not ``0``: a literal would compile each span once more.)
 
 
 @_jit
-def _rnn_forward_span(b_lo, b_hi, alone, reverse, lengths, a, w_hh, w_panels, b_ih, b_hh, relu,
+def _rnn_forward_span(b_lo, b_hi, reverse, lengths, a, w, w_panels, b_ih, b_hh, relu,
                       h, h_proj, y):
     """Elman, rows ``b_lo:b_hi``: ``y`` written from ``a`` (T, B, H), the input projection."""
     T = a.shape[0]
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _step_product(h[b_lo:b_hi], w_hh.T, w_panels, h_proj[b_lo:b_hi], alone)
+        _step_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi])
         for b in range(b_lo, b_hi):
             if t < lengths[b]:
                 _rnn_row(a[t, b], h_proj[b], b_ih, b_hh, relu, h[b])
         _copy(h[b_lo:b_hi], y[t, b_lo:b_hi])
 
 
-@_jit_threads
-def _rnn_forward_rows(parts, reverse, lengths, a, w_hh, w_panels, b_ih, b_hh, relu, h, h_proj,
-                      y):
-    B = h.shape[0]
-    alone = parts > 1
-    if alone:
-        for part in prange(parts):
-            _rnn_forward_span(part * B // parts, (part + 1) * B // parts, alone, reverse,
-                              lengths, a, w_hh, w_panels, b_ih, b_hh, relu, h, h_proj, y)
-    else:
-        _rnn_forward_span(np.intp(0), B, alone, reverse, lengths, a, w_hh, w_panels, b_ih, b_hh,
-                          relu, h, h_proj, y)
-
-
 @_jit
-def _rnn_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, relu, y, dy, w_hh,
+def _rnn_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, relu, y, dy, w,
                        w_panels, dh, dh_saved, da):
     """Elman, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da``
     written at ``t - t_lo``."""
@@ -517,34 +509,19 @@ def _rnn_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, re
                 da_t[b] = 0
             else:
                 _rnn_backward_row(y[t, b], dy[t, b], dh[b], relu, da_t[b])
-        _backprop_state(da_t[b_lo:b_hi], w_hh, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
-                        lengths[b_lo:b_hi], alone)
-
-
-@_jit_threads
-def _rnn_backward_rows(parts, start, end, t_lo, reverse, lengths, relu, y, dy, w_hh, w_panels,
-                       dh, dh_saved, da):
-    B = dh.shape[0]
-    alone = parts > 1
-    if alone:
-        for part in prange(parts):
-            _rnn_backward_span(part * B // parts, (part + 1) * B // parts, alone, start, end,
-                               t_lo, reverse, lengths, relu, y, dy, w_hh, w_panels, dh, dh_saved,
-                               da)
-    else:
-        _rnn_backward_span(np.intp(0), B, alone, start, end, t_lo, reverse, lengths, relu, y, dy,
-                           w_hh, w_panels, dh, dh_saved, da)
+        _backprop_state(da_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
+                        lengths[b_lo:b_hi])
 
 
 @_jit
-def _lstm_forward_span(b_lo, b_hi, alone, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h, cell,
+def _lstm_forward_span(b_lo, b_hi, reverse, lengths, w, w_panels, b_ih, b_hh, h, cell,
                        h_proj, gates, y, c):
     """LSTM, rows ``b_lo:b_hi``: ``gates`` (holding the input projection on entry), ``y`` and
     ``c`` written."""
     T = gates.shape[0]
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _step_product(h[b_lo:b_hi], w_hh.T, w_panels, h_proj[b_lo:b_hi], alone)
+        _step_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi])
         for b in range(b_lo, b_hi):
             if t >= lengths[b]:
                 gates[t, b] = 0
@@ -556,23 +533,9 @@ def _lstm_forward_span(b_lo, b_hi, alone, reverse, lengths, w_hh, w_panels, b_ih
         _copy(c[t, b_lo:b_hi], cell[b_lo:b_hi])
 
 
-@_jit_threads
-def _lstm_forward_rows(parts, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h, cell, h_proj,
-                       gates, y, c):
-    B = h.shape[0]
-    alone = parts > 1
-    if alone:
-        for part in prange(parts):
-            _lstm_forward_span(part * B // parts, (part + 1) * B // parts, alone, reverse,
-                               lengths, w_hh, w_panels, b_ih, b_hh, h, cell, h_proj, gates, y, c)
-    else:
-        _lstm_forward_span(np.intp(0), B, alone, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h,
-                           cell, h_proj, gates, y, c)
-
-
 @_jit
-def _lstm_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, gates, c, c_first,
-                        dy, w_hh, w_panels, dh, dcell, dh_saved, da):
+def _lstm_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, gates, c, c_first,
+                        dy, w, w_panels, dh, dcell, dh_saved, da):
     """LSTM, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da``
     written at ``t - t_lo``."""
     T = gates.shape[0]
@@ -586,34 +549,19 @@ def _lstm_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, g
             else:
                 _lstm_backward_row(gates[t, b], c[t, b], c_prev[b], dy[t, b], dh[b], dcell[b],
                                    da_t[b])
-        _backprop_state(da_t[b_lo:b_hi], w_hh, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
-                        lengths[b_lo:b_hi], alone)
-
-
-@_jit_threads
-def _lstm_backward_rows(parts, start, end, t_lo, reverse, lengths, gates, c, c_first, dy, w_hh,
-                        w_panels, dh, dcell, dh_saved, da):
-    B = dh.shape[0]
-    alone = parts > 1
-    if alone:
-        for part in prange(parts):
-            _lstm_backward_span(part * B // parts, (part + 1) * B // parts, alone, start, end,
-                                t_lo, reverse, lengths, gates, c, c_first, dy, w_hh, w_panels,
-                                dh, dcell, dh_saved, da)
-    else:
-        _lstm_backward_span(np.intp(0), B, alone, start, end, t_lo, reverse, lengths, gates, c,
-                            c_first, dy, w_hh, w_panels, dh, dcell, dh_saved, da)
+        _backprop_state(da_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
+                        lengths[b_lo:b_hi])
 
 
 @_jit
-def _gru_forward_span(b_lo, b_hi, alone, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h, h_proj,
+def _gru_forward_span(b_lo, b_hi, reverse, lengths, w, w_panels, b_ih, b_hh, h, h_proj,
                       gates, y, h_n_proj):
     """GRU, rows ``b_lo:b_hi``: ``gates`` (holding the input projection on entry), ``y`` and
     ``h_n_proj`` written."""
     T = gates.shape[0]
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _step_product(h[b_lo:b_hi], w_hh.T, w_panels, h_proj[b_lo:b_hi], alone)
+        _step_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi])
         for b in range(b_lo, b_hi):
             if t >= lengths[b]:
                 gates[t, b] = 0
@@ -624,23 +572,9 @@ def _gru_forward_span(b_lo, b_hi, alone, reverse, lengths, w_hh, w_panels, b_ih,
         _copy(y[t, b_lo:b_hi], h[b_lo:b_hi])
 
 
-@_jit_threads
-def _gru_forward_rows(parts, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h, h_proj, gates, y,
-                      h_n_proj):
-    B = h.shape[0]
-    alone = parts > 1
-    if alone:
-        for part in prange(parts):
-            _gru_forward_span(part * B // parts, (part + 1) * B // parts, alone, reverse, lengths,
-                              w_hh, w_panels, b_ih, b_hh, h, h_proj, gates, y, h_n_proj)
-    else:
-        _gru_forward_span(np.intp(0), B, alone, reverse, lengths, w_hh, w_panels, b_ih, b_hh, h,
-                          h_proj, gates, y, h_n_proj)
-
-
 @_jit
-def _gru_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, gates, h_n_proj, y,
-                       first, dy, w_hh, w_panels, dh, dh_direct, da_x, da_h):
+def _gru_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, gates, h_n_proj, y,
+                       first, dy, w, w_panels, dh, dh_direct, da_x, da_h):
     """GRU, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da_x`` and
     ``da_h`` written at ``t - t_lo``; ``dh_direct`` (B, H) is scratch."""
     T = gates.shape[0]
@@ -656,24 +590,9 @@ def _gru_backward_span(b_lo, b_hi, alone, start, end, t_lo, reverse, lengths, ga
             else:
                 _gru_backward_row(gates[t, b], h_n_proj[t, b], h_prev[b], dy[t, b], dh[b],
                                   da_x_t[b], da_h_t[b], dh_direct[b])
-        _step_product(da_h_t[b_lo:b_hi], w_hh, w_panels, dh[b_lo:b_hi], alone)
+        _step_product(da_h_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi])
         # da_h has zero rows for padded steps: dh_direct carries them
         dh[b_lo:b_hi] += dh_direct[b_lo:b_hi]
-
-
-@_jit_threads
-def _gru_backward_rows(parts, start, end, t_lo, reverse, lengths, gates, h_n_proj, y, first, dy,
-                       w_hh, w_panels, dh, dh_direct, da_x, da_h):
-    B = dh.shape[0]
-    alone = parts > 1
-    if alone:
-        for part in prange(parts):
-            _gru_backward_span(part * B // parts, (part + 1) * B // parts, alone, start, end,
-                               t_lo, reverse, lengths, gates, h_n_proj, y, first, dy, w_hh,
-                               w_panels, dh, dh_direct, da_x, da_h)
-    else:
-        _gru_backward_span(np.intp(0), B, alone, start, end, t_lo, reverse, lengths, gates,
-                           h_n_proj, y, first, dy, w_hh, w_panels, dh, dh_direct, da_x, da_h)
 
 
 @_jit
@@ -743,7 +662,7 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
 # --------------------------------------------------------------------------- Elman RNN
 
 
-@_jit
+@_jit_threads
 def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     """Elman RNN forward over a whole sequence.
 
@@ -775,12 +694,18 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     _copy(h0, h)
     h_proj = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
-    _rnn_forward_rows(_row_parts(T, B, 1, H), reverse, lengths, a, w_hh, w_panels, b_ih, b_hh,
-                      relu, h, h_proj, y)
+    parts = _row_parts(T, B, 1, H)
+    if parts > 1:
+        for part in prange(parts):
+            _rnn_forward_span(part * B // parts, (part + 1) * B // parts, reverse, lengths,
+                              a, None, w_panels, b_ih, b_hh, relu, h, h_proj, y)
+    else:
+        _rnn_forward_span(np.intp(0), B, reverse, lengths, a, w_hh.T, w_panels, b_ih, b_hh,
+                          relu, h, h_proj, y)
     _copy(h, h_n)
 
 
-@_jit
+@_jit_threads
 def rnn_backward(
     x, w_ih, w_hh, h0, reverse, lengths, relu, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 ):
@@ -814,8 +739,14 @@ def rnn_backward(
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        _rnn_backward_rows(parts, start, end, t_lo, reverse, lengths, relu, y, dy, w_hh, w_panels,
-                           dh, dh_saved, da)
+        if parts > 1:
+            for part in prange(parts):
+                _rnn_backward_span(part * B // parts, (part + 1) * B // parts, start, end,
+                                   t_lo, reverse, lengths, relu, y, dy, None, w_panels, dh,
+                                   dh_saved, da)
+        else:
+            _rnn_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, relu, y,
+                               dy, w_hh, w_panels, dh, dh_saved, da)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels, dx,
                      dw_ih, dw_hh, db_ih, db_hh)
@@ -825,7 +756,7 @@ def rnn_backward(
 # --------------------------------------------------------------------------- LSTM
 
 
-@_jit
+@_jit_threads
 def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gates, h_n, c_n):
     """LSTM forward over a whole sequence.
 
@@ -861,13 +792,19 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     _copy(c0, cell)
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
-    _lstm_forward_rows(_row_parts(T, B, 4, H), reverse, lengths, w_hh, w_panels, b_ih, b_hh, h,
-                       cell, h_proj, gates, y, c)
+    parts = _row_parts(T, B, 4, H)
+    if parts > 1:
+        for part in prange(parts):
+            _lstm_forward_span(part * B // parts, (part + 1) * B // parts, reverse, lengths,
+                               None, w_panels, b_ih, b_hh, h, cell, h_proj, gates, y, c)
+    else:
+        _lstm_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh, h,
+                           cell, h_proj, gates, y, c)
     _copy(h, h_n)
     _copy(cell, c_n)
 
 
-@_jit
+@_jit_threads
 def lstm_backward(
     x, w_ih, w_hh, h0, c0, reverse, lengths, y, c, gates, dy, dh_n, dc_n,
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
@@ -904,8 +841,14 @@ def lstm_backward(
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        _lstm_backward_rows(parts, start, end, t_lo, reverse, lengths, gates, c, c_first, dy,
-                            w_hh, w_panels, dh, dcell, dh_saved, da)
+        if parts > 1:
+            for part in prange(parts):
+                _lstm_backward_span(part * B // parts, (part + 1) * B // parts, start, end,
+                                    t_lo, reverse, lengths, gates, c, c_first, dy, None, w_panels,
+                                    dh, dcell, dh_saved, da)
+        else:
+            _lstm_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, gates, c,
+                                c_first, dy, w_hh, w_panels, dh, dcell, dh_saved, da)
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, w_ih_panels, dx,
                      dw_ih, dw_hh, db_ih, db_hh)
@@ -916,7 +859,7 @@ def lstm_backward(
 # --------------------------------------------------------------------------- GRU
 
 
-@_jit
+@_jit_threads
 def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_proj, h_n):
     """GRU forward over a whole sequence.
 
@@ -950,12 +893,18 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     _copy(h0, h)
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, True)
-    _gru_forward_rows(_row_parts(T, B, 3, H), reverse, lengths, w_hh, w_panels, b_ih, b_hh, h,
-                      h_proj, gates, y, h_n_proj)
+    parts = _row_parts(T, B, 3, H)
+    if parts > 1:
+        for part in prange(parts):
+            _gru_forward_span(part * B // parts, (part + 1) * B // parts, reverse, lengths,
+                              None, w_panels, b_ih, b_hh, h, h_proj, gates, y, h_n_proj)
+    else:
+        _gru_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh, h,
+                          h_proj, gates, y, h_n_proj)
     _copy(h, h_n)
 
 
-@_jit
+@_jit_threads
 def gru_backward(
     x, w_ih, w_hh, h0, reverse, lengths, y, gates, h_n_proj, dy, dh_n,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
@@ -991,8 +940,14 @@ def gru_backward(
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        _gru_backward_rows(parts, start, end, t_lo, reverse, lengths, gates, h_n_proj, y, first,
-                           dy, w_hh, w_panels, dh, dh_direct, da_x, da_h)
+        if parts > 1:
+            for part in prange(parts):
+                _gru_backward_span(part * B // parts, (part + 1) * B // parts, start, end,
+                                   t_lo, reverse, lengths, gates, h_n_proj, y, first, dy, None,
+                                   w_panels, dh, dh_direct, da_x, da_h)
+        else:
+            _gru_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, gates,
+                               h_n_proj, y, first, dy, w_hh, w_panels, dh, dh_direct, da_x, da_h)
         count = end - start
         _chunk_grads(da_x[:count], da_h[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels,
                      dx, dw_ih, dw_hh, db_ih, db_hh)
@@ -1006,8 +961,7 @@ _cache.flush_if_sources_changed(
      _blas_operand, _gemm, _pack_weights, _matmul, _step_product, _project_input,
      _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,
-     _rnn_forward_span, _rnn_forward_rows, _rnn_backward_span, _rnn_backward_rows,
-     _lstm_forward_span, _lstm_forward_rows, _lstm_backward_span, _lstm_backward_rows,
-     _gru_forward_span, _gru_forward_rows, _gru_backward_span, _gru_backward_rows,
+     _rnn_forward_span, _rnn_backward_span, _lstm_forward_span, _lstm_backward_span,
+     _gru_forward_span, _gru_backward_span,
      rnn_forward, rnn_backward, lstm_forward, lstm_backward, gru_forward, gru_backward],
 )
