@@ -161,10 +161,9 @@ def _row_parts(T, B, G, H):
     """Numba's threads that share out the batch rows of the recurrence of ``T`` steps of ``B``
     rows (``G`` gates, ``H`` units): 1 (the steps' products may still go on the threads)
     below ``_THREADED_PRODUCT`` multiply-adds of recurrent products in all."""
-    threads = gemm.numba_threads()
-    if threads == 1 or B < 2 or T * B * G * H * H < _THREADED_PRODUCT:
+    if B < 2 or not _threaded(T * B * G * H * H):
         return 1
-    return min(threads, B)
+    return min(gemm.numba_threads(), B)
 
 
 @_jit
