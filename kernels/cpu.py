@@ -481,16 +481,17 @@ def _gru_backward_row(gates, h_n_proj, h_prev, dy, dh, da_x, da_h, dh_direct):
 
 
 @_jit
-def _rnn_forward_span(b_lo, b_hi, reverse, lengths, a, w, w_panels, b_ih, b_hh, relu,
-                      h, h_proj, y):
-    """Elman, rows ``b_lo:b_hi``: ``y`` written from ``a`` (T, B, H), the input projection."""
-    T = a.shape[0]
+def _rnn_forward_span(b_lo, b_hi, reverse, lengths, w, w_panels, b_ih, b_hh, relu, h,
+                      h_proj, y):
+    """Elman, rows ``b_lo:b_hi``: ``y`` (T, B, H), holding the input projection on entry,
+    written (each step reads its projection before it writes the state there)."""
+    T = y.shape[0]
     for step in range(T):
         t = _time_index(step, T, reverse)
         _step_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi])
         for b in range(b_lo, b_hi):
             if t < lengths[b]:
-                _rnn_row(a[t, b], h_proj[b], b_ih, b_hh, relu, h[b])
+                _rnn_row(y[t, b], h_proj[b], b_ih, b_hh, relu, h[b])
         _copy(h[b_lo:b_hi], y[t, b_lo:b_hi])
 
 
@@ -687,8 +688,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     """
     T, B, I = x.shape
     H = h0.shape[1]
-    a = np.empty((T, B, H), dtype=x.dtype)
-    _project_input(x, w_ih, a.reshape((T * B, H)))
+    _project_input(x, w_ih, y.reshape((T * B, H)))
     h = np.empty((B, H), dtype=x.dtype)
     _copy(h0, h)
     h_proj = np.empty((B, H), dtype=x.dtype)
@@ -697,10 +697,10 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     if parts > 1:
         for part in prange(parts):
             _rnn_forward_span(part * B // parts, (part + 1) * B // parts, reverse, lengths,
-                              a, None, w_panels, b_ih, b_hh, relu, h, h_proj, y)
+                              None, w_panels, b_ih, b_hh, relu, h, h_proj, y)
     else:
-        _rnn_forward_span(np.intp(0), B, reverse, lengths, a, w_hh.T, w_panels, b_ih, b_hh,
-                          relu, h, h_proj, y)
+        _rnn_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh, relu,
+                          h, h_proj, y)
     _copy(h, h_n)
 
 
