@@ -643,11 +643,13 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
         none = db_ih[:0]
         strips_x = gemm.pack_rows(da_x2.T, db_ih, db_hh if same else none)
         strips_h = strips_x if same else gemm.pack_rows(da_h2.T, db_hh, none)
-        gemm.matmul_rows_parallel(strips_x, gemm.pack(x2, GH), dw_ih, True)
+        panels = gemm.empty_panels(rows, I, GH, x2)
+        gemm.pack_into_parallel(x2, panels, 0)
+        gemm.matmul_rows_parallel(strips_x, panels, dw_ih, True)
         panels = gemm.empty_panels(rows, H, GH, states)
         if first_step >= 0:
             gemm.pack_into(first, panels, first_step * B)
-        gemm.pack_into(before, panels, k0 * B)
+        gemm.pack_into_parallel(before, panels, k0 * B)
         gemm.matmul_rows_parallel(strips_h, panels, dw_hh, True)
     else:
         _gemm(da_x2.T, x2, dw_ih, True)

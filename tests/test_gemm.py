@@ -203,6 +203,22 @@ def test_pack_into_blocks_of_rows():
     np.testing.assert_array_equal(panels, gemm.pack(np.vstack([top, bottom]), 4))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("K", [1, 7, 515])
+def test_pack_into_parallel_is_pack_into(K, threads, dtype, numba_threads):
+    """On threads, a block of rows each (fewer rows than threads included), the panels of
+    :func:`gemm.pack_into`, at an offset into the panels and around rows packed before."""
+    numba_threads(threads)
+    rng = np.random.default_rng(K)
+    w = rng.standard_normal((K, 37)).astype(dtype)
+    first = rng.standard_normal((3, 37)).astype(dtype)
+    panels = gemm.empty_panels(K + 3, 37, 4, w)
+    gemm.pack_into(first, panels, 0)
+    gemm.pack_into_parallel(w, panels, 3)
+    np.testing.assert_array_equal(panels, gemm.pack(np.vstack([first, w]), 4))
+
+
 def test_threaded_products_reject_mismatch():
     a, none = np.ones((12, 8), np.float32), np.empty(0, np.float32)
     panels = gemm.pack(np.ones((8, 5), np.float32), 12)
