@@ -91,6 +91,22 @@ def test_matmul_a_of_any_strides(view, dtype):
     assert np.abs(out - expected).max() <= _tolerance(dtype, K) * np.abs(expected).max()
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("rows", [1, 4], ids=["wide", "narrow"])
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("N", [1, 37, 64])
+def test_pack_is_its_definition(N, layout, rows, dtype):
+    """``panels[p, k, j] = w[k, p*NR + j]``, zero past column N, for weights with contiguous
+    rows (packed row by row) or columns (column by column), ragged or exact last panels."""
+    w = np.random.default_rng(N).standard_normal((9, N)).astype(dtype, order=layout)
+    panels = gemm.pack(w, rows)
+    nr = gemm.panel_width(w.itemsize, rows)
+    assert panels.shape == (-(-N // nr), 9, nr)
+    expected = np.zeros((9, panels.shape[0] * nr), dtype)
+    expected[:, :N] = w
+    np.testing.assert_array_equal(panels, expected.reshape(9, -1, nr).transpose(1, 0, 2))
+
+
 def test_pack_and_matmul_without_columns():
     """N = 0: no panels, nothing written (and nothing outside the empty output)."""
     panels = gemm.pack(np.ones((3, 0), np.float32), 2)
