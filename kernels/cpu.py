@@ -15,7 +15,9 @@ The per-step GEMMs multiply by the recurrent weights packed once per call
 so do the input projection and the chunks' input gradient while ``w_ih`` is small (see
 ``_PACKED_WEIGHT_BYTES``). On several of Numba's threads (``numba.set_num_threads``) every
 product, BLAS's included, goes through packed operands on those threads, and the steps of
-the recurrence are shared out by batch rows (see ``_THREADED_PRODUCT`` and ``_row_parts``).
+the recurrence are shared out by batch rows (see ``_THREADED_PRODUCT`` and ``_row_parts``);
+so do all products on one thread where the BLAS's vectors are narrower than the packed
+kernels' (see ``_blas_wide``).
 Temporaries are small: the packed weights, (B, G*H) per step and one chunk of gate
 gradients (on several threads, packed once more for the weight gradients, with the
 chunk's inputs and states).
@@ -109,9 +111,9 @@ _THREADED_PRODUCT = 2**19
 # 100,64,256,256 and 100,64,512,512 (measured).
 
 
-def _openblas_get_num_threads():
-    """``get_num_threads`` of the OpenBLAS that SciPy bundles (the BLAS behind Numba's
-    ``np.dot`` and :func:`_gemm`) as a ctypes function, or None where there is none."""
+def _openblas_function(name, restype):
+    """The function ``openblas_<name>`` of the OpenBLAS that SciPy bundles (the BLAS behind
+    Numba's ``np.dot`` and :func:`_gemm`) as a ctypes function, or None where there is none."""
     try:
         import scipy
     except ImportError:
@@ -123,11 +125,30 @@ def _openblas_get_num_threads():
         except OSError:
             continue
         for prefix in ("scipy_openblas", "openblas"):
-            function = getattr(lib, prefix + "_get_num_threads", None)
+            function = getattr(lib, f"{prefix}_{name}", None)
             if function is not None:
-                function.restype, function.argtypes = ctypes.c_int, []
+                function.restype, function.argtypes = restype, []
                 return function
     return None
+
+
+# Vector bytes of OpenBLAS's kernels by the name of the core it picked (lower case): its
+# AVX-512 and its AVX/AVX2 targets; its other targets have 16-byte vectors or fewer.
+_OPENBLAS_VECTOR_BYTES = {
+    **dict.fromkeys(("skylakex", "cooperlake", "sapphirerapids"), 64),
+    **dict.fromkeys(("haswell", "zen", "sandybridge", "excavator", "steamroller",
+                     "piledriver", "bulldozer"), 32),
+}
+
+
+def _openblas_vector_bytes():
+    """Bytes per vector of the bundled OpenBLAS's kernels, from the core it runs for; None
+    where no OpenBLAS is found (or it does not say)."""
+    corename = _openblas_function("get_corename", ctypes.c_char_p)
+    name = corename() if corename is not None else None
+    if not name:
+        return None
+    return _OPENBLAS_VECTOR_BYTES.get(name.decode().strip().lower(), 16)
 
 
 _openblas_threads = None
@@ -138,16 +159,44 @@ def _blas_threads_callback():
     # Looked up on the first call, when SciPy's BLAS is about to be used anyway.
     global _openblas_threads
     if _openblas_threads is None:
-        _openblas_threads = _openblas_get_num_threads() or (lambda: 1)
+        _openblas_threads = _openblas_function("get_num_threads", ctypes.c_int) or (lambda: 1)
     return _openblas_threads()
 
 
-# By symbol name, as _xxgemm, so that cached drivers find it in a new process. Where no
-# bundled OpenBLAS is found it answers 1: packed products, the choice for one thread.
+_openblas_wide = None
+
+
+@ctypes.CFUNCTYPE(ctypes.c_int)
+def _blas_wide_callback():
+    global _openblas_wide
+    if _openblas_wide is None:
+        width = _openblas_vector_bytes()
+        _openblas_wide = int(width is None or width >= gemm._VECTOR_BYTES)
+    return _openblas_wide
+
+
+# By symbol name, as _xxgemm, so that cached drivers find them in a new process. Where no
+# bundled OpenBLAS is found, the first answers 1 (packed products, the choice for one
+# thread) and the second 1 (the choices measured for one thread, below, stand).
 llvmlite.binding.add_symbol(
     "numbarnn_blas_threads", ctypes.cast(_blas_threads_callback, ctypes.c_void_p).value
 )
 _blas_threads = types.ExternalFunction("numbarnn_blas_threads", types.intc())
+llvmlite.binding.add_symbol(
+    "numbarnn_blas_wide", ctypes.cast(_blas_wide_callback, ctypes.c_void_p).value
+)
+#: Whether the BLAS's vectors are as wide as the micro-kernel's (:mod:`gemm`). Where they are
+#: narrower, no product goes to BLAS, on one thread either: SciPy's OpenBLAS runs its AVX2
+#: kernels on AMD's Zen 5 (AVX-512), at 94-98 GFLOP/s on one thread against 165-192 for the
+#: packed products (float32, measured; 194 with ``OPENBLAS_CORETYPE=SkylakeX``).
+_blas_wide = types.ExternalFunction("numbarnn_blas_wide", types.intc())
+
+
+@_jit
+def _blas_allowed():
+    """Whether products may go to BLAS (where measured faster, below): on one Numba thread,
+    with a BLAS whose vectors are as wide as the micro-kernel's (see ``_blas_wide``)."""
+    return gemm.numba_threads() == 1 and _blas_wide() != 0
 
 
 @_jit
@@ -280,12 +329,13 @@ def _pack_weights(w, M, per_step):
       ``_PACKED_WEIGHT_BYTES``: BLAS.
 
     On several Numba threads every product goes through packed weights on those threads
-    (see ``_THREADED_PRODUCT``).
+    (see ``_THREADED_PRODUCT``), and so it does where the BLAS's vectors are narrower than
+    the micro-kernel's (``_blas_allowed``).
     """
     K, N = w.shape
     if M == 1 and w.strides[0] == w.itemsize:
         return np.zeros((0, K, 1), dtype=w.dtype)
-    if gemm.numba_threads() == 1 and (
+    if _blas_allowed() and (
         (M * K * N >= _PARALLEL_GEMM and _blas_threads() > 1)
         or (not per_step and K * N * w.itemsize > _PACKED_WEIGHT_BYTES)
     ):
@@ -635,10 +685,10 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     first_step = -1 if k1 - k0 == n else (0 if k0 == 1 else n - 1)
     begin = t_lo + k0 + offset
     before = states[begin : begin + k1 - k0].reshape(((k1 - k0) * B, H))
-    if gemm.numba_threads() > 1:
-        # On Numba's threads, never BLAS's (see _THREADED_PRODUCT), with the gradients'
-        # transposes as strips (see gemm.pack_rows), which sum the bias gradients on the way
-        # (LSTM and RNN: da_h is da_x).
+    if not _blas_allowed():
+        # On Numba's threads, never BLAS's (see _THREADED_PRODUCT), nor a narrower BLAS's on
+        # one, with the gradients' transposes as strips (see gemm.pack_rows), which sum the
+        # bias gradients on the way (LSTM and RNN: da_h is da_x).
         same = da_h.ctypes.data == da_x.ctypes.data
         none = db_ih[:0]
         strips_x = gemm.pack_rows(da_x2.T, db_ih, db_hh if same else none)

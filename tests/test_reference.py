@@ -281,10 +281,12 @@ def test_driver_recurrent_product_paths(mode, B, threads, dtype, monkeypatch, nu
     ``numbarnn.kernels.gemm``: the one-row kernel at B = 1 (backward), else tiles with a
     ragged last row tile and (backward, K = G*H) several blocks along K; a ragged last
     panel in both. On two Numba threads, those kernels on both threads from B = 14, and the
-    weight gradients on them too."""
+    weight gradients on them too. (A BLAS as wide as the micro-kernel: see
+    ``test_narrower_blas_is_never_called`` for the other kind.)"""
     n_numba, n_blas = threads
     numba_threads(n_numba)
     monkeypatch.setattr(cpu, "_openblas_threads", lambda: n_blas)
+    monkeypatch.setattr(cpu, "_openblas_wide", 1)
     H, G = 196, ref.GATES[mode]
     nr = gemm.panel_width(np.dtype(dtype).itemsize, B)
     w_hh = np.zeros((G * H, H), dtype)
@@ -315,12 +317,13 @@ def _assert_long_sums_close(results, dtype, label):
 @pytest.mark.parametrize("threads", [1, 2], ids=["numba1", "numba2"])
 @pytest.mark.parametrize("I", [3, 2100])
 @pytest.mark.parametrize("mode", MODES)
-def test_driver_input_product_paths(mode, I, threads, dtype, numba_threads):
+def test_driver_input_product_paths(mode, I, threads, dtype, numba_threads, monkeypatch):
     """The products done once per call, the input projection (``x @ w_ih.T``) and the input
     gradient (``da @ w_ih``), go through packed weights while those fit in L2 (I = 3) and
-    through BLAS above that (I = 2100, H = 64: 0.5-4 MB) on one Numba thread, through packed
-    weights on two, and match the reference."""
+    through BLAS above that (I = 2100, H = 64: 0.5-4 MB) on one Numba thread (with a BLAS
+    as wide as the micro-kernel), through packed weights on two, and match the reference."""
     numba_threads(threads)
+    monkeypatch.setattr(cpu, "_openblas_wide", 1)
     T, B, H = 3, 2, 64
     G = ref.GATES[mode]
     w_ih = np.zeros((G * H, I), dtype)
@@ -328,6 +331,55 @@ def test_driver_input_product_paths(mode, I, threads, dtype, numba_threads):
         assert (cpu._pack_weights(w, rows, False).shape[0] > 0) == (I == 3 or threads == 2)
     results, _ = run_driver_case(mode, False, dtype, T=T, B=B, I=I, H=H, seed=11)
     _assert_long_sums_close(results, dtype, f"{mode} I={I}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("mode", MODES)
+def test_narrower_blas_is_never_called(mode, dtype, numba_threads, monkeypatch):
+    """With a BLAS whose vectors are narrower than the micro-kernel's, one Numba thread
+    takes the packed products everywhere: the recurrent products with a multithreaded BLAS
+    (B = 250), the products done once per call with large weights (I = 2100), and the
+    weight gradients (which go to BLAS only where it is as wide). All match the reference
+    and, gradients included, the two-thread run (which never calls BLAS) bit for bit, as
+    BLAS's own order of summing would not."""
+    monkeypatch.setattr(cpu, "_openblas_threads", lambda: 2)
+    G = ref.GATES[mode]
+    products = ((np.zeros((196, G * 196), dtype), 250, True),
+                (np.zeros((2100, G * 64), dtype), 6, False))
+    numba_threads(1)
+    for wide in (1, 0):
+        monkeypatch.setattr(cpu, "_openblas_wide", wide)
+        assert cpu._blas_allowed() == bool(wide)
+        for w, rows, per_step in products:
+            assert (cpu._pack_weights(w, rows, per_step).shape[0] > 0) == (not wide)
+    for T, B, I, H in ((2, 250, 3, 196), (3, 2, 2100, 64)):
+        runs = []
+        for threads in (1, 2):
+            numba_threads(threads)
+            results, _ = run_driver_case(mode, False, dtype, T=T, B=B, I=I, H=H, seed=13)
+            _assert_long_sums_close(results, dtype, f"{mode} T{T}B{B}I{I}H{H} narrow BLAS")
+            runs.append(results)
+        for (name, one, _), (_, two, _) in zip(*runs):
+            np.testing.assert_array_equal(two, one, err_msg=f"{mode} T{T}B{B}I{I}H{H} {name}")
+
+
+@pytest.mark.parametrize("corename, vector_bytes", [
+    (b"SkylakeX", 64), (b"Cooperlake", 64), (b"SAPPHIRERAPIDS", 64), (b"Haswell", 32),
+    (b"Zen", 32), (b"Sandybridge", 32), (b"Nehalem", 16), (b"neoversen1", 16), (b"", None),
+    (None, None),
+])
+def test_openblas_vector_bytes(corename, vector_bytes, monkeypatch):
+    """The vector width of OpenBLAS's kernels, read from the core it picked (None where no
+    OpenBLAS is found or it names none), and which products it may then take."""
+    def function(name, restype):
+        assert name == "get_corename"
+        return None if corename is None else (lambda: corename)
+
+    monkeypatch.setattr(cpu, "_openblas_function", function)
+    assert cpu._openblas_vector_bytes() == vector_bytes
+    monkeypatch.setattr(cpu, "_openblas_wide", None)  # looked up again at the next call
+    expected = vector_bytes is None or vector_bytes >= gemm._VECTOR_BYTES
+    assert cpu._blas_wide_callback() == expected
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
