@@ -3,7 +3,9 @@
 Everything runs in one process, so the numbers of one table share the machine's state:
 
 * the GEMM rate of the dtype (NumPy ``matmul`` of two n x n matrices; CuPy's on a GPU),
-  measured once per thread count: the floor a recurrent layer's GEMMs can reach;
+  measured once per thread count: the floor a recurrent layer's GEMMs can reach, unless
+  that BLAS runs narrower vectors than the CPU has (the header names its kernels; SciPy's and
+  NumPy's OpenBLAS run AVX2 ones on AMD Zen 5), where numbarnn's own kernels go past it;
 * for each thread count, size and cell: forward (PyTorch under ``torch.no_grad()``, numbarnn
   in ``eval()`` mode) and train step (forward + backward with ``dy = ones``; both sides
   compute the input gradient ``dx`` and accumulate every parameter gradient) of numbarnn's
@@ -233,7 +235,8 @@ def machine_info(torch=None, cupy=None):
         import threadpoolctl
 
         info["threadpools"] = [
-            {k: d.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
+            {k: d.get(k)
+             for k in ("internal_api", "version", "architecture", "num_threads", "filepath")}
             for d in threadpoolctl.threadpool_info()
         ]
     except ImportError:
@@ -389,6 +392,22 @@ class _TorchCuda:
 
     def matmul(self, a, b, out):
         return self.torch.matmul(a, b, out=out)
+
+
+def _blas_line(machine):
+    """What the GEMM rate below measures, and whether numbarnn calls that BLAS at all."""
+    from numbarnn.kernels import cpu, gemm
+
+    blas = [d for d in machine.get("threadpools") or () if d.get("internal_api") != "openmp"]
+    name = ", ".join(
+        f"{d['internal_api']} {d['version']}" + (f" ({d['architecture']} kernels)"
+                                                 if d.get("architecture") else "")
+        for d in blas[:1]
+    ) or "unknown"
+    wide = bool(cpu._blas_wide_callback())
+    return (f"BLAS (the GEMM rate): {name}; numbarnn's packed kernels: {gemm._VECTOR_BYTES}-byte "
+            f"vectors, " + ("BLAS used on one thread where measured faster" if wide else
+                            "BLAS not used (its vectors are narrower)"))
 
 
 def measure_gemm(n, dtype="float32", repeat=5, min_time=0.2, xp=None, sync=None):
@@ -837,6 +856,7 @@ def run_benchmarks(
         f"numba {m['numba']} | torch {m['torch'] or '-'} | {dtype}"
     )
     w.print(f"{m['cpu']}, {m['cores_available']} cores available; {m.get('cuda_device', 'no GPU')}")
+    w.print(_blas_line(m))
     for note in notes:
         w.print(f"note: {note}")
 

@@ -7,6 +7,7 @@ import pytest
 
 from numbarnn import bench
 from numbarnn.__main__ import main
+from numbarnn.kernels import cpu
 
 
 def test_flops_formula():
@@ -48,6 +49,9 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     assert status == 0
     printed = capsys.readouterr().out
     assert "T,B,I,H" in printed and "numbarnn-cpu" in printed and "GEMM rate" in printed
+    # What the GEMM rate measures, and whether numbarnn uses that BLAS (see cpu._blas_wide).
+    used = "BLAS used on one thread" if cpu._blas_wide_callback() else "BLAS not used"
+    assert "BLAS (the GEMM rate): " in printed and used in printed
 
     result = json.loads(path.read_text())
     assert result["machine"]["cores_available"] >= 1
