@@ -399,15 +399,13 @@ def _blas_line(machine):
     from numbarnn.kernels import cpu, gemm
 
     blas = [d for d in machine.get("threadpools") or () if d.get("internal_api") != "openmp"]
-    name = ", ".join(
-        f"{d['internal_api']} {d['version']}" + (f" ({d['architecture']} kernels)"
-                                                 if d.get("architecture") else "")
-        for d in blas[:1]
-    ) or "unknown"
-    wide = bool(cpu._blas_wide_callback())
-    return (f"BLAS (the GEMM rate): {name}; numbarnn's packed kernels: {gemm._VECTOR_BYTES}-byte "
-            f"vectors, " + ("BLAS used on one thread where measured faster" if wide else
-                            "BLAS not used (its vectors are narrower)"))
+    name = f"{blas[0]['internal_api']} {blas[0]['version']}" if blas else "unknown"
+    if blas and blas[0].get("architecture"):
+        name += f" ({blas[0]['architecture']} kernels)"
+    use = ("BLAS used on one thread where measured faster" if cpu._blas_wide_callback()
+           else "BLAS not used (its vectors are narrower)")
+    return (f"BLAS (the GEMM rate): {name}; numbarnn's packed kernels: "
+            f"{gemm._VECTOR_BYTES}-byte vectors, {use}")
 
 
 def measure_gemm(n, dtype="float32", repeat=5, min_time=0.2, xp=None, sync=None):
