@@ -91,20 +91,36 @@ def test_matmul_a_of_any_strides(view, dtype):
     assert np.abs(out - expected).max() <= _tolerance(dtype, K) * np.abs(expected).max()
 
 
+def _laid_out(w, layout):
+    """``w`` (K, N) with contiguous rows ("C"), contiguous columns ("F"), contiguous columns
+    that are not adjacent ("F-gaps": every other column of a wider array), or neither."""
+    if layout in ("C", "F"):
+        return np.asarray(w, order=layout)
+    wider = np.zeros((w.shape[0], 2 * w.shape[1]), w.dtype, order="F")
+    wider[:, ::2] = w
+    if layout == "F-gaps":
+        return wider[:, ::2]
+    taller = np.zeros((2 * w.shape[0], w.shape[1]), w.dtype, order="F")
+    taller[::2] = w
+    return taller[::2]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("rows", [1, 4], ids=["wide", "narrow"])
-@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("layout", ["C", "F", "F-gaps", "neither"])
+@pytest.mark.parametrize("K", [9, 40])
 @pytest.mark.parametrize("N", [1, 37, 64])
-def test_pack_is_its_definition(N, layout, rows, dtype):
+def test_pack_is_its_definition(N, K, layout, rows, dtype):
     """``panels[p, k, j] = w[k, p*NR + j]``, zero past column N, for weights with contiguous
-    rows (packed row by row) or columns (column by column), ragged or exact last panels."""
-    w = np.random.default_rng(N).standard_normal((9, N)).astype(dtype, order=layout)
+    rows (packed row by row), contiguous columns (square tiles transposed in registers and the
+    edges around them) or neither, ragged or exact last panels."""
+    w = _laid_out(np.random.default_rng(N).standard_normal((K, N)).astype(dtype), layout)
     panels = gemm.pack(w, rows)
     nr = gemm.panel_width(w.itemsize, rows)
-    assert panels.shape == (-(-N // nr), 9, nr)
-    expected = np.zeros((9, panels.shape[0] * nr), dtype)
+    assert panels.shape == (-(-N // nr), K, nr)
+    expected = np.zeros((K, panels.shape[0] * nr), dtype)
     expected[:, :N] = w
-    np.testing.assert_array_equal(panels, expected.reshape(9, -1, nr).transpose(1, 0, 2))
+    np.testing.assert_array_equal(panels, expected.reshape(K, -1, nr).transpose(1, 0, 2))
 
 
 def test_pack_and_matmul_without_columns():
@@ -212,8 +228,8 @@ def test_pack_rows_and_matmul_rows_parallel(shape, transposed, threads, dtype, n
 def test_pack_into_blocks_of_rows():
     """Panels packed from two arrays, a block of rows from each, are those of the two stacked."""
     rng = np.random.default_rng(2)
-    top, bottom = rng.standard_normal((3, 37)), np.asfortranarray(rng.standard_normal((8, 37)))
-    panels = gemm.empty_panels(11, 37, 4, top)
+    top, bottom = rng.standard_normal((3, 37)), np.asfortranarray(rng.standard_normal((40, 37)))
+    panels = gemm.empty_panels(43, 37, 4, top)
     gemm.pack_into(bottom, panels, 3)
     gemm.pack_into(top, panels, 0)
     np.testing.assert_array_equal(panels, gemm.pack(np.vstack([top, bottom]), 4))
