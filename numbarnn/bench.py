@@ -2,10 +2,11 @@
 
 Everything runs in one process, so the numbers of one table share the machine's state:
 
-* the GEMM rate of the dtype (NumPy ``matmul`` of two n x n matrices; CuPy's on a GPU),
-  measured once per thread count: the floor a recurrent layer's GEMMs can reach, unless
-  that BLAS runs narrower vectors than the CPU has (the header names its kernels; SciPy's and
-  NumPy's OpenBLAS run AVX2 ones on AMD Zen 5), where numbarnn's own kernels go past it;
+* the GEMM rate of the dtype, measured once per thread count: the floor a recurrent layer's
+  GEMMs can reach. On the CPU the faster of NumPy's ``matmul`` and numbarnn's packed kernels
+  (:mod:`numbarnn.kernels.gemm`, packing excluded) on two n x n matrices, as a BLAS may run
+  narrower vectors than the CPU has (the header names its kernels: SciPy's and NumPy's
+  OpenBLAS run AVX2 ones on AMD Zen 5); CuPy's ``matmul`` on a GPU;
 * for each thread count, size and cell: forward (PyTorch under ``torch.no_grad()``, numbarnn
   in ``eval()`` mode) and train step (forward + backward with ``dy = ones``; both sides
   compute the input gradient ``dx`` and accumulate every parameter gradient) of numbarnn's
@@ -58,6 +59,7 @@ __all__ = [
     "layer_flops",
     "parse_size",
     "measure_gemm",
+    "measure_cpu_gemm",
     "compile_latency",
     "run_benchmarks",
     "format_table",
@@ -395,7 +397,7 @@ class _TorchCuda:
 
 
 def _blas_line(machine):
-    """What the GEMM rate below measures, and whether numbarnn calls that BLAS at all."""
+    """What the CPU's GEMM rate below measures, and whether numbarnn calls that BLAS at all."""
     from numbarnn.kernels import cpu, gemm
 
     blas = [d for d in machine.get("threadpools") or () if d.get("internal_api") != "openmp"]
@@ -404,8 +406,8 @@ def _blas_line(machine):
         name += f" ({blas[0]['architecture']} kernels)"
     use = ("BLAS used on one thread where measured faster" if cpu._blas_wide_callback()
            else "BLAS not used (its vectors are narrower)")
-    return (f"BLAS (the GEMM rate): {name}; numbarnn's packed kernels: "
-            f"{gemm._VECTOR_BYTES}-byte vectors, {use}")
+    return (f"GEMM rate: the faster of NumPy's BLAS, {name}, and numbarnn's packed kernels, "
+            f"{gemm._VECTOR_BYTES}-byte vectors; {use}")
 
 
 def measure_gemm(n, dtype="float32", repeat=5, min_time=0.2, xp=None, sync=None):
@@ -440,6 +442,41 @@ def measure_gemm(n, dtype="float32", repeat=5, min_time=0.2, xp=None, sync=None)
 
     t = measure_interleaved({"gemm": gemm}, repeat, min_time)["gemm"]
     return {"n": n, "median_s": t["median_s"], "gflops": 2.0 * n**3 / t["median_s"] / 1e9}
+
+
+def measure_cpu_gemm(n, dtype="float32", repeat=5, min_time=0.2):
+    """The CPU's GEMM rate on two n x n matrices: the faster of NumPy's ``matmul`` (its BLAS)
+    and numbarnn's packed kernels (``gemm.matmul_parallel`` on Numba's threads, the weights
+    packed beforehand, as the drivers pack them once per call), timed interleaved.
+
+    Parameters
+    ----------
+    n : int
+    dtype : str
+    repeat, min_time
+        As in :func:`measure_interleaved`.
+
+    Returns
+    -------
+    dict
+        ``n``, ``median_s`` and ``gflops`` (``2 n^3`` flops per product) of the faster, and
+        ``blas_gflops`` and ``packed_gflops``.
+    """
+    from numbarnn.kernels import gemm
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    c = np.empty((n, n), dtype=dtype)
+    panels = gemm.pack(b, n)
+    times = measure_interleaved({
+        "blas": lambda: np.matmul(a, b, out=c),
+        "packed": lambda: gemm.matmul_parallel(a, panels, c, False),
+    }, repeat, min_time)
+    gflops = {name: 2.0 * n**3 / t["median_s"] / 1e9 for name, t in times.items()}
+    best = max(gflops, key=gflops.get)
+    return {"n": n, "median_s": times[best]["median_s"], "gflops": gflops[best],
+            "blas_gflops": gflops["blas"], "packed_gflops": gflops["packed"]}
 
 
 # --------------------------------------------------------------------------- implementations
@@ -871,10 +908,12 @@ def run_benchmarks(
         run_cpu = "cpu" in backends
         run_gpu = last and (cupy is not None or torch_cuda)
         with thread_settings(n, torch, notes):
-            gemm = measure_gemm(gemm_n, dtype, repeat=max(3, repeat), min_time=4 * min_time)
+            gemm = measure_cpu_gemm(gemm_n, dtype, repeat=max(3, repeat), min_time=4 * min_time)
             gemm_row = {"kind": "gemm", "device": "cpu", "threads": n, "dtype": dtype, **gemm}
             rows.append(gemm_row)
-            w.print(f"{dtype} GEMM {gemm_n}^3, {n} thread(s): {gemm['gflops']:.1f} GFLOP/s")
+            w.print(f"{dtype} GEMM {gemm_n}^3, {n} thread(s): {gemm['gflops']:.1f} GFLOP/s "
+                    f"(NumPy's BLAS {gemm['blas_gflops']:.1f}, numbarnn's packed kernels "
+                    f"{gemm['packed_gflops']:.1f})")
             if run_gpu and gpu_gemm is None:
                 if cupy is not None:
                     gpu_gemm = measure_gemm(4096, dtype, repeat=max(3, repeat),

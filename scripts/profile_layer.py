@@ -10,8 +10,9 @@ direction) and, with the drivers' own helpers, their GEMMs alone:
 * backward: the recurrent product of every step (``dh = da @ W_hh``) and the GEMMs of the
   chunks (input and weight gradients, ``_chunk_grads``); the rest is the cell math.
 
-Then a 2048^3 sgemm for the machine's GEMM rate and the floor: the flops (forward
-``2*T*B*(I+H)*G*H``, backward twice that) at that rate. Each figure is the fastest of
+Then the machine's GEMM rate, the faster of NumPy's BLAS and numbarnn's packed kernels on a
+2048^3 sgemm (packing excluded), and the floor: the flops (forward ``2*T*B*(I+H)*G*H``,
+backward twice that) at that rate. Each figure is the fastest of
 ``--repeat`` runs (the machine's noise only ever adds time). Numba, NumPy's and SciPy's BLAS
 all get N threads.
 """
@@ -25,7 +26,7 @@ import scipy.linalg.cython_blas  # noqa: F401 -- loaded so that threadpoolctl ca
 from numba import njit
 from threadpoolctl import threadpool_limits
 
-from numbarnn.kernels import cpu
+from numbarnn.kernels import cpu, gemm
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -135,12 +136,15 @@ def main(argv=None):
         ms["chunk GEMMs"] = _fastest_ms(
             lambda: _chunk_gemms(da, x, y, w_ih, *scratch, h0), args.repeat)
         a = rng.standard_normal((2048, 2048)).astype(f32)
-        rate = 2 * 2048**3 / (_fastest_ms(lambda: a @ a, 3) * 1e6)  # GFLOP/s
+        out, panels = np.empty_like(a), gemm.pack(a, 2048)
+        rate = 2 * 2048**3 / (min(  # GFLOP/s
+            _fastest_ms(lambda: np.matmul(a, a, out=out), 3),
+            _fastest_ms(lambda: gemm.matmul_parallel(a, panels, out, False), 3)) * 1e6)
     flops = 2 * T * B * (I + H) * G * H
     fwd_gemms = ms["input GEMM"] + ms["recurrent products"]
     bwd_gemms = ms["backward recurrent products"] + ms["chunk GEMMs"]
     print(f"{args.cell.upper()}, float32, T,B,I,H = {T},{B},{I},{H}, {args.threads} thread(s), "
-          f"sgemm {rate:.0f} GFLOP/s; fastest of {args.repeat} runs:")
+          f"GEMM rate {rate:.0f} GFLOP/s; fastest of {args.repeat} runs:")
     print(f"  forward  {ms['forward']:8.2f} ms = GEMMs {fwd_gemms:.2f} (input "
           f"{ms['input GEMM']:.2f}, recurrent {ms['recurrent products']:.2f}) + cell math and "
           f"the rest {ms['forward'] - fwd_gemms:.2f};  floor {flops / (rate * 1e6):.2f} ms")
