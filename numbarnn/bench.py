@@ -410,6 +410,14 @@ def _blas_line(machine):
             f"{gemm._VECTOR_BYTES}-byte vectors; {use}")
 
 
+def _square_operands(n, dtype):
+    """The two seeded n x n operands of the GEMM rate, and an output for their product."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    return a, b, np.empty((n, n), dtype=dtype)
+
+
 def measure_gemm(n, dtype="float32", repeat=5, min_time=0.2, xp=None, sync=None):
     """GEMM rate of ``xp.matmul`` on two n x n matrices.
 
@@ -430,10 +438,7 @@ def measure_gemm(n, dtype="float32", repeat=5, min_time=0.2, xp=None, sync=None)
         ``n``, ``median_s`` and ``gflops`` (``2 n^3`` flops per product).
     """
     xp = np if xp is None else xp
-    rng = np.random.default_rng(0)
-    a = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
-    b = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
-    c = xp.empty((n, n), dtype=dtype)
+    a, b, c = (xp.asarray(v) for v in _square_operands(n, dtype))
 
     def gemm():
         xp.matmul(a, b, out=c)
@@ -448,13 +453,7 @@ def measure_cpu_gemm(n, dtype="float32", repeat=5, min_time=0.2):
     """The CPU's GEMM rate on two n x n matrices: the faster of NumPy's ``matmul`` (its BLAS)
     and numbarnn's packed kernels (``gemm.matmul_parallel`` on Numba's threads, the weights
     packed beforehand, as the drivers pack them once per call), timed interleaved.
-
-    Parameters
-    ----------
-    n : int
-    dtype : str
-    repeat, min_time
-        As in :func:`measure_interleaved`.
+    Parameters as for :func:`measure_gemm` (on the CPU: no ``xp`` or ``sync``).
 
     Returns
     -------
@@ -464,10 +463,7 @@ def measure_cpu_gemm(n, dtype="float32", repeat=5, min_time=0.2):
     """
     from numbarnn.kernels import gemm
 
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n)).astype(dtype)
-    b = rng.standard_normal((n, n)).astype(dtype)
-    c = np.empty((n, n), dtype=dtype)
+    a, b, c = _square_operands(n, dtype)
     panels = gemm.pack(b, n)
     times = measure_interleaved({
         "blas": lambda: np.matmul(a, b, out=c),
