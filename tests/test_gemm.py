@@ -56,6 +56,28 @@ def test_matmul_matches_numpy(shape, packed_for, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_matmul_large_output_is_matmul_by_rows(dtype):
+    """An output larger than L2 (whose tiles prefetch their lines first, a ragged last panel
+    among them) holds, bit for bit, the products of its blocks of rows (small outputs, not
+    prefetched), written and accumulated."""
+    rng = np.random.default_rng(7)
+    nr = gemm.panel_width(np.dtype(dtype).itemsize, 2)
+    M, K, N = 4 * gemm.MR + 1, 20, 3 * nr + 5
+    M *= -(-gemm._PREFETCH_OUT_BYTES // (M * N * np.dtype(dtype).itemsize)) + 1
+    assert M * N * np.dtype(dtype).itemsize > gemm._PREFETCH_OUT_BYTES
+    a = rng.standard_normal((M, K)).astype(dtype)
+    panels = gemm.pack(rng.standard_normal((K, N)).astype(dtype), M)
+    start = rng.standard_normal((M, N)).astype(dtype)
+    for accumulate in (False, True):
+        expected = start.copy()
+        for lo in range(0, M, 64):
+            gemm.matmul(a[lo : lo + 64], panels, expected[lo : lo + 64], accumulate)
+        out = start.copy() if accumulate else np.full_like(start, np.nan)
+        gemm.matmul(a, panels, out, accumulate)
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_matmul_on_views(dtype):
     """Row strides of views, weights of any layout, and nothing written outside ``out``."""
     M, K, N = 9, 21, 37
