@@ -81,6 +81,14 @@ _xxgemm = types.ExternalFunction(
 # B = 64, H >= 256: 105-125 GFLOP/s against 70-90).
 _PARALLEL_GEMM = 8 * 10**6
 
+# At batch 1 the recurrence multiplies by packed weights (the one-row kernel of
+# :mod:`numbarnn.kernels.gemm`) from _PACKED_MATVEC_STEPS steps on, and reads them unpacked
+# (``gemm.matvec``) below: packing costs a few steps' worth of the time it saves. AMD Zen 3,
+# 1 thread, float32, (128, 512): packing 20 us, then 3.2 us a step against 4.9 unpacked;
+# (256, 1024): 72 us, then 16 against 27. LSTM and GRU forward at T,B,I,H = 50,1,128,128:
+# 1.10-1.14x (medians of 300 calls, three pairs of processes; measured).
+_PACKED_MATVEC_STEPS = 16
+
 # The products done once per call with many rows (the input projection of all steps, the
 # input gradient of a chunk) go through packed weights too while the weights fit in L2:
 # 1 thread, float32, 1.15-1.6x BLAS's rate at 128-256 KB of weights (the smaller the
@@ -323,17 +331,18 @@ def _gemm(a, b, out, accumulate):
 
 
 @_jit
-def _pack_weights(w, M, per_step):
-    """The weights ``w`` (K, N), any layout, of a product with ``M`` rows, packed for
-    :func:`_matmul` (:func:`gemm.pack`); or an empty array, meaning no packing, where that is
-    as fast or faster:
+def _pack_weights(w, M, steps):
+    """The weights ``w`` (K, N), any layout, of the products with ``M`` rows of ``steps``
+    steps of a recurrence (0 for a product outside it: the input projection of all steps,
+    the input gradient of a chunk), packed for :func:`_matmul` (:func:`gemm.pack`); or an
+    empty array, meaning no packing, where that is as fast or faster:
 
-    * ``M == 1`` when ``w.T`` has contiguous rows (the forward's ``w_hh.T`` at batch 1): a
-      matrix-vector product reads them as they are;
+    * ``M == 1`` when ``w.T`` has contiguous rows (the forward's ``w_hh.T`` at batch 1) and
+      fewer than ``_PACKED_MATVEC_STEPS`` steps: a matrix-vector product reads them as they
+      are;
     * on one Numba thread (``numba.get_num_threads()``), several BLAS threads and a product
       of at least ``_PARALLEL_GEMM`` multiply-adds: one multithreaded BLAS call;
-    * on one Numba thread, a product done once per call, not ``per_step`` (the input
-      projection of all steps, the input gradient of a chunk), whose weights are over
+    * on one Numba thread, a product outside the recurrence whose weights are over
       ``_PACKED_WEIGHT_BYTES``: BLAS.
 
     On several Numba threads every product goes through packed weights on those threads
@@ -341,11 +350,11 @@ def _pack_weights(w, M, per_step):
     the micro-kernel's (``_blas_allowed``).
     """
     K, N = w.shape
-    if M == 1 and w.strides[0] == w.itemsize:
+    if M == 1 and w.strides[0] == w.itemsize and steps < _PACKED_MATVEC_STEPS:
         return np.zeros((0, K, 1), dtype=w.dtype)
     if _blas_allowed() and (
         (M * K * N >= _PARALLEL_GEMM and _blas_threads() > 1)
-        or (not per_step and K * N * w.itemsize > _PACKED_WEIGHT_BYTES)
+        or (steps == 0 and K * N * w.itemsize > _PACKED_WEIGHT_BYTES)
     ):
         return np.zeros((0, K, 1), dtype=w.dtype)
     return gemm.pack(w, M)
@@ -385,7 +394,7 @@ def _project_input(x, w_ih, out):
     (T*B, G*H)."""
     T, B, I = x.shape
     x2 = x.reshape((T * B, I))
-    _matmul(x2, w_ih.T, _pack_weights(w_ih.T, T * B, False), out)
+    _matmul(x2, w_ih.T, _pack_weights(w_ih.T, T * B, 0), out)
 
 
 @_jit
@@ -393,7 +402,7 @@ def _backprop_state(da_t, w_hh, w_panels, dh, dh_saved, t, lengths):
     """``dh = da_t @ w_hh`` (:func:`_step_product`): the gradient w.r.t. the state step ``t``
     started from, for the rows of ``da_t``, ``dh``, ``dh_saved`` and ``lengths`` (rows, ...).
 
-    ``w_panels`` is ``_pack_weights(w_hh, B, True)``. Sequences already ended at ``t`` keep
+    ``w_panels`` is ``_pack_weights(w_hh, B, T)``. Sequences already ended at ``t`` keep
     their ``dh`` (the step did not touch them); ``dh_saved`` is scratch.
     """
     padded = _has_padding(t, lengths)
@@ -673,7 +682,7 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     ``da_x`` and ``da_h`` (n, B, G*H) hold the gradients w.r.t. the input and recurrent
     projections at true times ``t_lo .. t_lo + n - 1`` (the same array except for GRU);
     ``states`` (T, B, H) the hidden state of every step and ``first`` (B, H), C-contiguous,
-    the initial one; ``w_ih_panels`` is ``_pack_weights(w_ih, steps * B, False)`` for the
+    the initial one; ``w_ih_panels`` is ``_pack_weights(w_ih, steps * B, 0)`` for the
     chunks' ``steps``. Writes those times of ``dx`` (T, B, I); accumulates the weight and bias
     gradients.
     """
@@ -755,7 +764,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     h = np.empty((B, H), dtype=x.dtype)
     _copy(h0, h)
     h_proj = np.empty((B, H), dtype=x.dtype)
-    w_panels = _pack_weights(w_hh.T, B, True)
+    w_panels = _pack_weights(w_hh.T, B, T)
     parts = _row_parts(T, B, 1, H)
     if parts > 1:
         for part in prange(parts):
@@ -795,8 +804,8 @@ def rnn_backward(
     dh = np.empty((B, H), dtype=x.dtype)
     _copy(dh_n, dh)
     dh_saved = np.empty((B, H), dtype=x.dtype)
-    w_panels = _pack_weights(w_hh, B, True)
-    w_ih_panels = _pack_weights(w_ih, steps * B, False)
+    w_panels = _pack_weights(w_hh, B, T)
+    w_ih_panels = _pack_weights(w_ih, steps * B, 0)
     parts = _row_parts(T, B, 1, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
@@ -850,7 +859,7 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     _project_input(x, w_ih, gates.reshape((T * B, 4 * H)))
     h_first, c_first = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
-    w_panels = _pack_weights(w_hh.T, B, True)
+    w_panels = _pack_weights(w_hh.T, B, T)
     parts = _row_parts(T, B, 4, H)
     if parts > 1:
         for part in prange(parts):
@@ -895,8 +904,8 @@ def lstm_backward(
     dcell = np.empty((B, H), dtype=x.dtype)
     _copy(dc_n, dcell)
     dh_saved = np.empty((B, H), dtype=x.dtype)
-    w_panels = _pack_weights(w_hh, B, True)
-    w_ih_panels = _pack_weights(w_ih, steps * B, False)
+    w_panels = _pack_weights(w_hh, B, T)
+    w_ih_panels = _pack_weights(w_ih, steps * B, 0)
     parts = _row_parts(T, B, 4, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
@@ -951,7 +960,7 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     _project_input(x, w_ih, gates.reshape((T * B, 3 * H)))
     h_first = np.ascontiguousarray(h0)
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
-    w_panels = _pack_weights(w_hh.T, B, True)
+    w_panels = _pack_weights(w_hh.T, B, T)
     parts = _row_parts(T, B, 3, H)
     if parts > 1:
         for part in prange(parts):
@@ -993,8 +1002,8 @@ def gru_backward(
     dh = np.empty((B, H), dtype=x.dtype)
     _copy(dh_n, dh)
     dh_direct = np.empty((B, H), dtype=x.dtype)
-    w_panels = _pack_weights(w_hh, B, True)
-    w_ih_panels = _pack_weights(w_ih, steps * B, False)
+    w_panels = _pack_weights(w_hh, B, T)
+    w_ih_panels = _pack_weights(w_ih, steps * B, 0)
     parts = _row_parts(T, B, 3, H)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)

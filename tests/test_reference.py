@@ -277,8 +277,9 @@ def test_driver_edge_sizes(mode):
 def test_driver_recurrent_product_paths(mode, B, threads, dtype, monkeypatch, numba_threads):
     """Every way of doing the recurrent products matches the reference (H = 196): on one
     Numba thread, one BLAS call at B = 250 when the BLAS has several threads; at B = 1
-    forward a matrix-vector product over ``w_hh`` as it is; otherwise the packed kernels of
-    ``numbarnn.kernels.gemm``: the one-row kernel at B = 1 (backward), else tiles with a
+    forward over T = 2 steps a matrix-vector product over ``w_hh`` as it is; otherwise the
+    packed kernels of ``numbarnn.kernels.gemm``: the one-row kernel at B = 1 (backward, and
+    forward from ``_PACKED_MATVEC_STEPS`` steps), else tiles with a
     ragged last row tile and (backward, K = G*H) several blocks along K; a ragged last
     panel in both. On two Numba threads, those kernels on both threads from B = 14, and the
     weight gradients on them too. (A BLAS as wide as the micro-kernel: see
@@ -290,16 +291,17 @@ def test_driver_recurrent_product_paths(mode, B, threads, dtype, monkeypatch, nu
     H, G = 196, ref.GATES[mode]
     nr = gemm.panel_width(np.dtype(dtype).itemsize, B)
     w_hh = np.zeros((G * H, H), dtype)
-    for w in (w_hh.T, w_hh):  # as the forward and the backward multiply by it
-        panels = cpu._pack_weights(w, B, True)
-        if (B == 250 and threads == (1, 2)) or (B == 1 and w is not w_hh):
-            assert panels.shape[0] == 0
-            continue
-        assert panels.shape == (-(-w.shape[1] // nr), w.shape[0], nr)
-        assert H % nr and (B == 1 or B % gemm.MR)  # ragged: the last panel, the last rows
-        assert cpu._threaded(B * H * G * H) == (n_numba == 2 and B > 1)
-    results, _ = run_driver_case(mode, True, dtype, T=2, B=B, I=3, H=H, seed=5)
-    _assert_long_sums_close(results, dtype, f"{mode} B={B} H={H}")
+    for T in (2, cpu._PACKED_MATVEC_STEPS) if B == 1 else (2,):
+        for w in (w_hh.T, w_hh):  # as the forward and the backward multiply by it
+            panels = cpu._pack_weights(w, B, T)
+            if (B == 250 and threads == (1, 2)) or (B == 1 and T == 2 and w is not w_hh):
+                assert panels.shape[0] == 0
+                continue
+            assert panels.shape == (-(-w.shape[1] // nr), w.shape[0], nr)
+            assert H % nr and (B == 1 or B % gemm.MR)  # ragged: the last panel, the last rows
+            assert cpu._threaded(B * H * G * H) == (n_numba == 2 and B > 1)
+        results, _ = run_driver_case(mode, True, dtype, T=T, B=B, I=3, H=H, seed=5)
+        _assert_long_sums_close(results, dtype, f"{mode} T={T} B={B} H={H}")
 
 
 def _assert_long_sums_close(results, dtype, label):
@@ -328,7 +330,7 @@ def test_driver_input_product_paths(mode, I, threads, dtype, numba_threads, monk
     G = ref.GATES[mode]
     w_ih = np.zeros((G * H, I), dtype)
     for w, rows in ((w_ih.T, T * B), (w_ih, cpu._chunk_steps(T, B) * B)):
-        assert (cpu._pack_weights(w, rows, False).shape[0] > 0) == (I == 3 or threads == 2)
+        assert (cpu._pack_weights(w, rows, 0).shape[0] > 0) == (I == 3 or threads == 2)
     results, _ = run_driver_case(mode, False, dtype, T=T, B=B, I=I, H=H, seed=11)
     _assert_long_sums_close(results, dtype, f"{mode} I={I}")
 
@@ -344,14 +346,14 @@ def test_narrower_blas_is_never_called(mode, dtype, numba_threads, monkeypatch):
     BLAS's own order of summing would not."""
     monkeypatch.setattr(cpu, "_openblas_threads", lambda: 2)
     G = ref.GATES[mode]
-    products = ((np.zeros((196, G * 196), dtype), 250, True),
-                (np.zeros((2100, G * 64), dtype), 6, False))
+    products = ((np.zeros((196, G * 196), dtype), 250, 2),
+                (np.zeros((2100, G * 64), dtype), 6, 0))
     numba_threads(1)
     for wide in (1, 0):
         monkeypatch.setattr(cpu, "_openblas_wide", wide)
         assert cpu._blas_allowed() == bool(wide)
-        for w, rows, per_step in products:
-            assert (cpu._pack_weights(w, rows, per_step).shape[0] > 0) == (not wide)
+        for w, rows, steps in products:
+            assert (cpu._pack_weights(w, rows, steps).shape[0] > 0) == (not wide)
     for T, B, I, H in ((2, 250, 3, 196), (3, 2, 2100, 64)):
         runs = []
         for threads in (1, 2):
