@@ -718,8 +718,10 @@ def matvec(w, v, out):
 
     For weights as they are (no packing): a batch-1 step of the kernels of
     :mod:`numbarnn.kernels.step`, and the forward products of the sequence drivers at
-    batch 1. Four rows at a time, so each element of ``v`` is loaded once for four rows;
-    as fast as the one-row kernel over packed panels when the rows of ``w`` are contiguous.
+    batch 1 over a few steps. Four rows at a time, so each element of ``v`` is loaded once
+    for four rows. Slower than the one-row kernel over packed panels, which the drivers
+    use from a dozen steps on (AMD Zen 3, (512, 128): 4.9 against 3.2 us, measured), but
+    without the packing.
     """
     n, m = w.shape
     zero = out.dtype.type(0)
