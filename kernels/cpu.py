@@ -17,10 +17,10 @@ so do the input projection and the chunks' input gradient while ``w_ih`` is smal
 product, BLAS's included, goes through packed operands on those threads, and the steps of
 the recurrence are shared out by batch rows (see ``_THREADED_PRODUCT`` and ``_row_parts``);
 so do all products on one thread where the BLAS's vectors are narrower than the packed
-kernels' (see ``_blas_wide``).
+kernels' (see ``_blas_wide``). The weight gradients of a chunk always go through packed
+operands (see ``_chunk_grads``).
 Temporaries are small: the packed weights, (B, G*H) per step and one chunk of gate
-gradients (on several threads, packed once more for the weight gradients, with the
-chunk's inputs and states).
+gradients (packed once more for the weight gradients, with the chunk's inputs and states).
 
 They are plain ``@njit`` functions and can be called from Python or from a user's own
 ``@njit`` code. Conventions shared by all drivers:
@@ -59,20 +59,6 @@ from . import _cache, cells, gemm
 
 _jit = njit(cache=True, error_model="numpy")
 _jit_threads = njit(cache=True, error_model="numpy", parallel=True)
-
-# The BLAS gemm wrapper that Numba's own ``np.dot`` calls (SciPy's BLAS), by symbol name so
-# that cached functions stay valid in a new process. Unlike ``np.dot`` it takes strided
-# 2-D views (a gate's block of columns) and accumulates into its output.
-_xxgemm = types.ExternalFunction(
-    "numba_xxgemm",
-    types.intc(
-        types.char, types.char, types.char,  # kind ('s'/'d'), transa, transb
-        types.intp, types.intp, types.intp,  # m, n, k
-        types.voidptr, types.voidptr, types.intp,  # alpha, a, lda
-        types.voidptr, types.intp,  # b, ldb
-        types.voidptr, types.voidptr, types.intp,  # beta, c, ldc
-    ),
-)
 
 # The recurrent products (one per time step: batch by weights) multiply by weights packed
 # once per call (:mod:`numbarnn.kernels.gemm`; 1.3-3x BLAS's rate at these shapes, measured).
@@ -121,7 +107,7 @@ _THREADED_PRODUCT = 2**19
 
 def _openblas_function(name, restype):
     """The function ``openblas_<name>`` of the OpenBLAS that SciPy bundles (the BLAS behind
-    Numba's ``np.dot`` and :func:`_gemm`) as a ctypes function, or None where there is none."""
+    Numba's ``np.dot``) as a ctypes function, or None where there is none."""
     try:
         import scipy
     except ImportError:
@@ -183,7 +169,7 @@ def _blas_wide_callback():
     return _openblas_wide
 
 
-# By symbol name, as _xxgemm, so that cached drivers find them in a new process. Where no
+# By symbol name, so that cached drivers find them in a new process. Where no
 # bundled OpenBLAS is found, the first answers 1 (packed products, the choice for one
 # thread) and the second 1 (the choices measured for one thread, below, stand).
 llvmlite.binding.add_symbol(
@@ -293,41 +279,6 @@ def _restore_padded_rows(dh, saved, t, lengths):
     for b in range(dh.shape[0]):
         if t >= lengths[b]:
             _copy(saved[b], dh[b])
-
-
-@_jit
-def _blas_operand(x):
-    """BLAS transpose flag and leading dimension of a 2-D view whose rows or whose columns
-    are contiguous, read as the column-major matrix ``x.T``."""
-    rows, cols = x.shape
-    size = x.itemsize
-    if x.strides[1] == size or cols == 1:
-        return ord("N"), max(x.strides[0] // size, cols, 1)
-    if x.strides[0] == size or rows == 1:
-        return ord("T"), max(x.strides[1] // size, rows, 1)
-    raise ValueError("_gemm: an operand has neither contiguous rows nor contiguous columns")
-
-
-@_jit
-def _gemm(a, b, out, accumulate):
-    """``out = a @ b``, or ``out += a @ b`` when ``accumulate``.
-
-    ``a`` (M, K), ``b`` (K, N) and ``out`` (M, N) are 2-D views of one float dtype with
-    contiguous rows or contiguous columns (``w.T`` or a block of columns is fine); ``out``
-    has contiguous rows and must not overlap ``a`` or ``b``.
-    """
-    m, k = a.shape
-    n = b.shape[1]
-    # Row-major out = a @ b is column-major out.T = b.T @ a.T.
-    trans_b, ld_b = _blas_operand(b)
-    trans_a, ld_a = _blas_operand(a)
-    _, ld_out = _blas_operand(out)
-    scalars = np.array([1.0, 1.0 if accumulate else 0.0], dtype=out.dtype)
-    kind = ord("s") if out.itemsize == 4 else ord("d")
-    _xxgemm(
-        kind, trans_b, trans_a, n, m, k, scalars[0:].ctypes, b.ctypes, ld_b,
-        a.ctypes, ld_a, scalars[1:].ctypes, out.ctypes, ld_out,
-    )
 
 
 @_jit
@@ -666,15 +617,6 @@ def _gru_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, gates, h_
 
 
 @_jit
-def _add_column_sums(a, out):
-    """``out += a.sum(axis=0)`` for ``a`` (M, N) with contiguous rows, row by row (a vector
-    loop; 3-4x faster than Numba's ``sum(axis=0)``, measured)."""
-    for row in a:
-        for j in range(out.shape[0]):
-            out[j] += row[j]
-
-
-@_jit
 def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels, dx, dw_ih,
                  dw_hh, db_ih, db_hh):
     """The gradients that are GEMMs, for the steps of one chunk of the backward sweep.
@@ -705,30 +647,23 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     first_step = -1 if k1 - k0 == n else (0 if k0 == 1 else n - 1)
     begin = t_lo + k0 + offset
     before = states[begin : begin + k1 - k0].reshape(((k1 - k0) * B, H))
-    if not _blas_allowed():
-        # On Numba's threads, never BLAS's (see _THREADED_PRODUCT), nor a narrower BLAS's on
-        # one, with the gradients' transposes as strips (see gemm.pack_rows), which sum the
-        # bias gradients on the way (LSTM and RNN: da_h is da_x).
-        same = da_h.ctypes.data == da_x.ctypes.data
-        none = db_ih[:0]
-        strips_x = gemm.pack_rows(da_x2.T, db_ih, db_hh if same else none)
-        strips_h = strips_x if same else gemm.pack_rows(da_h2.T, db_hh, none)
-        panels = gemm.empty_panels(rows, I, GH, x2)
-        gemm.pack_into_parallel(x2, panels, 0)
-        gemm.matmul_rows_parallel(strips_x, panels, dw_ih, True)
-        panels = gemm.empty_panels(rows, H, GH, states)
-        if first_step >= 0:
-            gemm.pack_into(first, panels, first_step * B)
-        gemm.pack_into_parallel(before, panels, k0 * B)
-        gemm.matmul_rows_parallel(strips_h, panels, dw_hh, True)
-    else:
-        _gemm(da_x2.T, x2, dw_ih, True)
-        if first_step >= 0:
-            _gemm(da_h[first_step].T, first, dw_hh, True)
-        if k1 > k0:
-            _gemm(da_h[k0:k1].reshape(((k1 - k0) * B, GH)).T, before, dw_hh, True)
-        _add_column_sums(da_x2, db_ih)
-        _add_column_sums(da_h2, db_hh)
+    # With the gradients' transposes as strips (see gemm.pack_rows), which sum the bias
+    # gradients on the way (LSTM and RNN: da_h is da_x), on Numba's threads, never BLAS's
+    # (see _THREADED_PRODUCT), and on one thread too: there the strips ran 1.00-1.08x faster
+    # than OpenBLAS's sgemm, as fast for GRU (AMD Zen 3, float32, train step at the bench's
+    # sizes, medians of three pairs of processes; measured).
+    same = da_h.ctypes.data == da_x.ctypes.data
+    none = db_ih[:0]
+    strips_x = gemm.pack_rows(da_x2.T, db_ih, db_hh if same else none)
+    strips_h = strips_x if same else gemm.pack_rows(da_h2.T, db_hh, none)
+    panels = gemm.empty_panels(rows, I, GH, x2)
+    gemm.pack_into_parallel(x2, panels, 0)
+    gemm.matmul_rows_parallel(strips_x, panels, dw_ih, True)
+    panels = gemm.empty_panels(rows, H, GH, states)
+    if first_step >= 0:
+        gemm.pack_into(first, panels, first_step * B)
+    gemm.pack_into_parallel(before, panels, k0 * B)
+    gemm.matmul_rows_parallel(strips_h, panels, dw_hh, True)
 
 
 # --------------------------------------------------------------------------- Elman RNN
@@ -1025,8 +960,8 @@ def gru_backward(
 _cache.flush_if_sources_changed(
     __name__,
     [_threaded, _row_parts, _copy, _time_index, _state_before, _final_state, _chunk_steps,
-     _chunk_first_time, _add_column_sums, _chunk_grads, _has_padding, _restore_padded_rows,
-     _blas_operand, _gemm, _pack_weights, _matmul, _step_product, _project_input,
+     _chunk_first_time, _chunk_grads, _has_padding, _restore_padded_rows,
+     _pack_weights, _matmul, _step_product, _project_input,
      _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,
      _rnn_forward_span, _rnn_backward_span, _lstm_forward_span, _lstm_backward_span,

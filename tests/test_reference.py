@@ -340,10 +340,10 @@ def test_driver_input_product_paths(mode, I, threads, dtype, numba_threads, monk
 def test_narrower_blas_is_never_called(mode, dtype, numba_threads, monkeypatch):
     """With a BLAS whose vectors are narrower than the micro-kernel's, one Numba thread
     takes the packed products everywhere: the recurrent products with a multithreaded BLAS
-    (B = 250), the products done once per call with large weights (I = 2100), and the
-    weight gradients (which go to BLAS only where it is as wide). All match the reference
-    and, gradients included, the two-thread run (which never calls BLAS) bit for bit, as
-    BLAS's own order of summing would not."""
+    (B = 250) and the products done once per call with large weights (I = 2100), which go
+    to BLAS only where it is as wide. All match the reference and, gradients included, the
+    two-thread run (which never calls BLAS) bit for bit, as BLAS's own order of summing
+    would not."""
     monkeypatch.setattr(cpu, "_openblas_threads", lambda: 2)
     G = ref.GATES[mode]
     products = ((np.zeros((196, G * 196), dtype), 250, 2),
