@@ -121,8 +121,9 @@ def _cache_bytes(level, default):
 # 1 MB (Zen 5) 36 and 384 KB, against 24 and 192 KB 1.04-1.07x at (64, 256) by (256, 1024)
 # (one block along K instead of two) and at (64, 512) by (512, 2048), 1.1x at (6400, 256)
 # by (256, 1024).
+_L2_BYTES = _cache_bytes(2, 512 * 1024)
 _L1_PANEL_BYTES = _cache_bytes(1, 32 * 1024) * 3 // 4
-_L2_BLOCK_BYTES = _cache_bytes(2, 512 * 1024) * 3 // 8
+_L2_BLOCK_BYTES = _L2_BYTES * 3 // 8
 # An output larger than L2 is not in cache when a tile comes to store its part of it (the
 # input projection of all steps, say): each tile prefetches its lines first (see _emit_tile).
 # AMD Zen 3, 1 thread, float32, packed rate over NumPy's BLAS (interleaved, two runs):
@@ -130,7 +131,7 @@ _L2_BLOCK_BYTES = _cache_bytes(2, 512 * 1024) * 3 // 8
 # (512, 2048) 0.78-0.89 against 0.61-0.72, 2048^3 0.86 against 0.59-0.71. Smaller outputs,
 # those of each step, stay in cache, where the prefetches only cost time (B = 16: 1.30-1.43
 # against 1.57-1.59).
-_PREFETCH_OUT_BYTES = _cache_bytes(2, 512 * 1024)
+_PREFETCH_OUT_BYTES = _L2_BYTES
 _CACHE_LINE_BYTES = 64
 
 
