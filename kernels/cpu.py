@@ -16,9 +16,10 @@ so do the input projection and the chunks' input gradient while ``w_ih`` is smal
 ``_PACKED_WEIGHT_BYTES``). On several of Numba's threads (``numba.set_num_threads``) every
 product, BLAS's included, goes through packed operands on those threads, and the steps of
 the recurrence are shared out by batch rows (see ``_THREADED_PRODUCT`` and ``_row_parts``);
-so do all products on one thread where the BLAS's vectors are narrower than the packed
-kernels' (see ``_blas_wide``). The weight gradients of a chunk always go through packed
-operands (see ``_chunk_grads``).
+at batch 1 two threads share each step's product, half the panels each (see
+``_SHARED_STEP_PRODUCT``). All products go through packed operands on one thread too where
+the BLAS's vectors are narrower than the packed kernels' (see ``_blas_wide``), and the
+weight gradients of a chunk always do (see ``_chunk_grads``).
 Temporaries are small: the packed weights, (B, G*H) per step and one chunk of gate
 gradients (packed once more for the weight gradients, with the chunk's inputs and states).
 
@@ -207,6 +208,78 @@ def _row_parts(T, B, G, H):
     if B < 2 or not _threaded(T * B * G * H * H):
         return 1
     return min(gemm.numba_threads(), B)
+
+
+# At batch 1 on several Numba threads, a step's product of at least _SHARED_STEP_PRODUCT
+# multiply-adds is shared by two threads, half the panels each (``gemm.matmul_share``), and
+# one of them runs the step's cell math: each thread then reads its half of the weights
+# from its own L2 at every step, which bounds a batch-1 step on one thread. AMD Zen 3,
+# float32, T = 50, I = H, 2 threads, three pairs of processes, old/new forward and train:
+# LSTM 1.35-1.40 and 1.26-1.28 at H = 128, 1.09-1.11 and 1.03-1.04 at H = 64 (2**14),
+# 0.77-0.87 and 0.94-0.96 at H = 32; GRU 1.30-1.33 and 1.19-1.21, RNN 1.10-1.15 and
+# 1.10-1.13 at H = 128 (measured). The tokens cost 0.25-0.29 us a step.
+_SHARED_STEP_PRODUCT = 2**14
+
+
+@_jit
+def _step_counters(B, panels):
+    """Counters of the tokens of the steps (``gemm.share_counters``) when two threads share
+    each step's product over ``panels`` (batch ``B``), else an empty array."""
+    counters = gemm.share_counters()
+    n_panels, K, nr = panels.shape
+    if B == 1 and gemm.numba_threads() > 1 and n_panels > 1 and (
+            n_panels * K * nr >= _SHARED_STEP_PRODUCT):
+        return counters
+    return counters[:0]
+
+
+@_jit
+def _shared_step_product(a, panels, out, counters, first, part, skip):
+    """Thread ``part``'s part (0 or 1) of a product shared by two threads (tokens ``first``
+    and ``first + 1`` of ``counters``): its own half of the panels, and the other half if
+    that is still free; none of the work when ``skip``."""
+    for k in range(2):
+        share = (part + k) % 2
+        if gemm.claim_share(counters, first, share):
+            if not skip:
+                gemm.matmul_share(a, panels, out, share, 2)
+            gemm.finish_share(counters)
+
+
+@_jit
+def _take_cell_math(counters, first):
+    """Whether this thread runs a step's cell math: always, except in steps shared by two
+    threads (``counters`` not empty), where the thread that takes token ``first`` does."""
+    return counters.shape[0] == 0 or gemm.claim_share(counters, first, 0)
+
+
+@_jit
+def _cell_math_done(counters):
+    """The end of a step's cell math, for the other thread of shared steps."""
+    if counters.shape[0] > 0:
+        gemm.finish_share(counters)
+
+
+@_jit
+def _forward_product(a, w, panels, out, counters, step, part):
+    """Forward step ``step``'s product (:func:`_step_product`; in shared steps thread
+    ``part``'s part of it, tokens ``3 * step`` and ``3 * step + 1``), then whether this
+    thread runs the step's cell math (token ``3 * step + 2``)."""
+    if counters.shape[0] > 0:
+        _shared_step_product(a, panels, out, counters, 3 * step, part, False)
+    else:
+        _step_product(a, w, panels, out)
+    return _take_cell_math(counters, 3 * step + 2)
+
+
+@_jit
+def _backward_product(da_t, w, panels, dh, dh_saved, t, lengths, counters, first, part):
+    """:func:`_backprop_state`; in shared steps (batch 1) thread ``part``'s part of it,
+    tokens ``first`` and ``first + 1``, no product at all past the sequence's end."""
+    if counters.shape[0] > 0:
+        _shared_step_product(da_t, panels, dh, counters, first, part, t >= lengths[0])
+    else:
+        _backprop_state(da_t, w, panels, dh, dh_saved, t, lengths)
 
 
 @_jit
@@ -504,47 +577,58 @@ def _gru_backward_row(gates, h_n_proj, h_prev, dy, dh, da_x, da_h, dh_direct):
 
 @_jit
 def _rnn_forward_span(b_lo, b_hi, reverse, lengths, w, w_panels, b_ih, b_hh, relu, h,
-                      h_proj, y):
+                      h_proj, y, counters, part):
     """Elman, rows ``b_lo:b_hi``: ``y`` (T, B, H), holding the input projection on entry,
-    written (each step reads its projection before it writes the state there)."""
+    written (each step reads its projection before it writes the state there). With
+    ``counters``, steps shared as in :func:`_lstm_forward_span`."""
     T = y.shape[0]
     for step in range(T):
         t = _time_index(step, T, reverse)
-        _step_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi])
+        if not _forward_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi], counters, step,
+                                part):
+            continue
         for b in range(b_lo, b_hi):
             if t < lengths[b]:
                 _rnn_row(y[t, b], h_proj[b], b_ih, b_hh, relu, h[b])
         _copy(h[b_lo:b_hi], y[t, b_lo:b_hi])
+        _cell_math_done(counters)
 
 
 @_jit
 def _rnn_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, relu, y, dy, w,
-                       w_panels, dh, dh_saved, da):
+                       w_panels, dh, dh_saved, da, counters, part):
     """Elman, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da``
-    written at ``t - t_lo``."""
+    written at ``t - t_lo``. With ``counters``, steps shared as in
+    :func:`_lstm_backward_span`."""
     T = y.shape[0]
     for step in range(end - 1, start - 1, -1):
         t = _time_index(step, T, reverse)
         da_t = da[t - t_lo]
-        for b in range(b_lo, b_hi):
-            if t >= lengths[b]:
-                da_t[b] = 0
-            else:
-                _rnn_backward_row(y[t, b], dy[t, b], dh[b], relu, da_t[b])
-        _backprop_state(da_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
-                        lengths[b_lo:b_hi])
+        if _take_cell_math(counters, 3 * (T - 1 - step)):
+            for b in range(b_lo, b_hi):
+                if t >= lengths[b]:
+                    da_t[b] = 0
+                else:
+                    _rnn_backward_row(y[t, b], dy[t, b], dh[b], relu, da_t[b])
+            _cell_math_done(counters)
+        _backward_product(da_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
+                          lengths[b_lo:b_hi], counters, 3 * (T - 1 - step) + 1, part)
 
 
 @_jit
 def _lstm_forward_span(b_lo, b_hi, reverse, lengths, w, w_panels, b_ih, b_hh, h0, c0,
-                       h_proj, gates, y, c):
+                       h_proj, gates, y, c, counters, part):
     """LSTM, rows ``b_lo:b_hi``: ``gates`` (holding the input projection on entry), ``y`` and
-    ``c`` written."""
+    ``c`` written. With ``counters`` (``_step_counters``), thread ``part``'s (0 or 1) part of
+    every step shared with another: step ``s`` is the product's halves (tokens ``3s`` and
+    ``3s + 1``), then the cell math (``3s + 2``)."""
     T = gates.shape[0]
     for step in range(T):
         t = _time_index(step, T, reverse)
         h, cell = _state_before(y, h0, t, reverse), _state_before(c, c0, t, reverse)
-        _step_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi])
+        if not _forward_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi], counters, step,
+                                part):
+            continue
         for b in range(b_lo, b_hi):
             if t >= lengths[b]:
                 gates[t, b] = 0
@@ -552,38 +636,47 @@ def _lstm_forward_span(b_lo, b_hi, reverse, lengths, w, w_panels, b_ih, b_hh, h0
                 _copy(cell[b], c[t, b])
             else:
                 _lstm_row(gates[t, b], h_proj[b], b_ih, b_hh, cell[b], y[t, b], c[t, b])
+        _cell_math_done(counters)
 
 
 @_jit
 def _lstm_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, gates, c, c_first,
-                        dy, w, w_panels, dh, dcell, dh_saved, da):
+                        dy, w, w_panels, dh, dcell, dh_saved, da, counters, part):
     """LSTM, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da``
-    written at ``t - t_lo``."""
+    written at ``t - t_lo``. With ``counters``, shared as in :func:`_lstm_forward_span`,
+    backward: the ``n``-th step processed (``n = T - 1 - step``) is the cell math (token
+    ``3n``), then the product's halves (``3n + 1``, ``3n + 2``; nothing to multiply at a
+    padded step, whose ``dh`` passes through)."""
     T = gates.shape[0]
     for step in range(end - 1, start - 1, -1):
         t = _time_index(step, T, reverse)
         da_t = da[t - t_lo]
         c_prev = _state_before(c, c_first, t, reverse)
-        for b in range(b_lo, b_hi):
-            if t >= lengths[b]:
-                da_t[b] = 0
-            else:
-                _lstm_backward_row(gates[t, b], c[t, b], c_prev[b], dy[t, b], dh[b], dcell[b],
-                                   da_t[b])
-        _backprop_state(da_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
-                        lengths[b_lo:b_hi])
+        if _take_cell_math(counters, 3 * (T - 1 - step)):
+            for b in range(b_lo, b_hi):
+                if t >= lengths[b]:
+                    da_t[b] = 0
+                else:
+                    _lstm_backward_row(gates[t, b], c[t, b], c_prev[b], dy[t, b], dh[b],
+                                       dcell[b], da_t[b])
+            _cell_math_done(counters)
+        _backward_product(da_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi], dh_saved[b_lo:b_hi], t,
+                          lengths[b_lo:b_hi], counters, 3 * (T - 1 - step) + 1, part)
 
 
 @_jit
 def _gru_forward_span(b_lo, b_hi, reverse, lengths, w, w_panels, b_ih, b_hh, h0, h_proj,
-                      gates, y, h_n_proj):
+                      gates, y, h_n_proj, counters, part):
     """GRU, rows ``b_lo:b_hi``: ``gates`` (holding the input projection on entry), ``y`` and
-    ``h_n_proj`` written."""
+    ``h_n_proj`` written. With ``counters``, steps shared as in
+    :func:`_lstm_forward_span`."""
     T = gates.shape[0]
     for step in range(T):
         t = _time_index(step, T, reverse)
         h = _state_before(y, h0, t, reverse)
-        _step_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi])
+        if not _forward_product(h[b_lo:b_hi], w, w_panels, h_proj[b_lo:b_hi], counters, step,
+                                part):
+            continue
         for b in range(b_lo, b_hi):
             if t >= lengths[b]:
                 gates[t, b] = 0
@@ -591,29 +684,41 @@ def _gru_forward_span(b_lo, b_hi, reverse, lengths, w, w_panels, b_ih, b_hh, h0,
                 _copy(h[b], y[t, b])
             else:
                 _gru_row(gates[t, b], h_proj[b], b_ih, b_hh, h[b], y[t, b], h_n_proj[t, b])
+        _cell_math_done(counters)
 
 
 @_jit
 def _gru_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, gates, h_n_proj, y,
-                       first, dy, w, w_panels, dh, dh_direct, da_x, da_h):
+                       first, dy, w, w_panels, dh, dh_direct, da_x, da_h, counters, part):
     """GRU, rows ``b_lo:b_hi`` of processing steps ``end - 1`` down to ``start``: ``da_x`` and
-    ``da_h`` written at ``t - t_lo``; ``dh_direct`` (B, H) is scratch."""
+    ``da_h`` written at ``t - t_lo``; ``dh_direct`` (B, H) is scratch. With ``counters``,
+    steps shared as in :func:`_lstm_backward_span`, with a fourth token: the ``n``-th step
+    processed is tokens ``4n`` to ``4n + 3``, the last adding ``dh_direct`` to ``dh``."""
     T = gates.shape[0]
     for step in range(end - 1, start - 1, -1):
         t = _time_index(step, T, reverse)
         da_x_t, da_h_t = da_x[t - t_lo], da_h[t - t_lo]
         h_prev = _state_before(y, first, t, reverse)
-        for b in range(b_lo, b_hi):
-            if t >= lengths[b]:
-                da_x_t[b] = 0
-                da_h_t[b] = 0
-                _copy(dh[b], dh_direct[b])  # the gradient passes through this padded step
-            else:
-                _gru_backward_row(gates[t, b], h_n_proj[t, b], h_prev[b], dy[t, b], dh[b],
-                                  da_x_t[b], da_h_t[b], dh_direct[b])
-        _step_product(da_h_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi])
-        # da_h has zero rows for padded steps: dh_direct carries them
-        dh[b_lo:b_hi] += dh_direct[b_lo:b_hi]
+        n = T - 1 - step
+        if _take_cell_math(counters, 4 * n):
+            for b in range(b_lo, b_hi):
+                if t >= lengths[b]:
+                    da_x_t[b] = 0
+                    da_h_t[b] = 0
+                    _copy(dh[b], dh_direct[b])  # the gradient passes through this padded step
+                else:
+                    _gru_backward_row(gates[t, b], h_n_proj[t, b], h_prev[b], dy[t, b], dh[b],
+                                      da_x_t[b], da_h_t[b], dh_direct[b])
+            _cell_math_done(counters)
+        if counters.shape[0] > 0:
+            _shared_step_product(da_h_t[b_lo:b_hi], w_panels, dh[b_lo:b_hi], counters,
+                                 4 * n + 1, part, False)
+        else:
+            _step_product(da_h_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi])
+        if _take_cell_math(counters, 4 * n + 3):
+            # da_h has zero rows for padded steps: dh_direct carries them
+            dh[b_lo:b_hi] += dh_direct[b_lo:b_hi]
+            _cell_math_done(counters)
 
 
 @_jit
@@ -701,13 +806,15 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     h_proj = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, T)
     parts = _row_parts(T, B, 1, H)
-    if parts > 1:
-        for part in prange(parts):
-            _rnn_forward_span(part * B // parts, (part + 1) * B // parts, reverse, lengths,
-                              None, w_panels, b_ih, b_hh, relu, h, h_proj, y)
+    counters = _step_counters(B, w_panels)
+    if parts > 1 or counters.shape[0] > 0:
+        for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
+            lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+            _rnn_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, relu, h,
+                              h_proj, y, counters, part)
     else:
         _rnn_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh, relu,
-                          h, h_proj, y)
+                          h, h_proj, y, counters, np.intp(0))
     _copy(h, h_n)
 
 
@@ -742,17 +849,18 @@ def rnn_backward(
     w_panels = _pack_weights(w_hh, B, T)
     w_ih_panels = _pack_weights(w_ih, steps * B, 0)
     parts = _row_parts(T, B, 1, H)
+    counters = _step_counters(B, w_panels)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        if parts > 1:
-            for part in prange(parts):
-                _rnn_backward_span(part * B // parts, (part + 1) * B // parts, start, end,
-                                   t_lo, reverse, lengths, relu, y, dy, None, w_panels, dh,
-                                   dh_saved, da)
+        if parts > 1 or counters.shape[0] > 0:
+            for part in prange(max(parts, 2)):  # as in rnn_forward
+                lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+                _rnn_backward_span(lo, hi, start, end, t_lo, reverse, lengths, relu, y, dy,
+                                   None, w_panels, dh, dh_saved, da, counters, part)
         else:
             _rnn_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, relu, y,
-                               dy, w_hh, w_panels, dh, dh_saved, da)
+                               dy, w_hh, w_panels, dh, dh_saved, da, counters, np.intp(0))
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels, dx,
                      dw_ih, dw_hh, db_ih, db_hh)
@@ -796,14 +904,15 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     h_proj = np.empty((B, 4 * H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, T)
     parts = _row_parts(T, B, 4, H)
-    if parts > 1:
-        for part in prange(parts):
-            _lstm_forward_span(part * B // parts, (part + 1) * B // parts, reverse, lengths,
-                               None, w_panels, b_ih, b_hh, h_first, c_first, h_proj, gates, y,
-                               c)
+    counters = _step_counters(B, w_panels)
+    if parts > 1 or counters.shape[0] > 0:
+        for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
+            lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+            _lstm_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, h_first,
+                               c_first, h_proj, gates, y, c, counters, part)
     else:
         _lstm_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh,
-                           h_first, c_first, h_proj, gates, y, c)
+                           h_first, c_first, h_proj, gates, y, c, counters, np.intp(0))
     _copy(_final_state(y, h_first, reverse), h_n)
     _copy(_final_state(c, c_first, reverse), c_n)
 
@@ -842,17 +951,20 @@ def lstm_backward(
     w_panels = _pack_weights(w_hh, B, T)
     w_ih_panels = _pack_weights(w_ih, steps * B, 0)
     parts = _row_parts(T, B, 4, H)
+    counters = _step_counters(B, w_panels)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        if parts > 1:
-            for part in prange(parts):
-                _lstm_backward_span(part * B // parts, (part + 1) * B // parts, start, end,
-                                    t_lo, reverse, lengths, gates, c, c_first, dy, None, w_panels,
-                                    dh, dcell, dh_saved, da)
+        if parts > 1 or counters.shape[0] > 0:
+            for part in prange(max(parts, 2)):  # as in lstm_forward
+                lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+                _lstm_backward_span(lo, hi, start, end, t_lo, reverse, lengths, gates, c,
+                                    c_first, dy, None, w_panels, dh, dcell, dh_saved, da,
+                                    counters, part)
         else:
             _lstm_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, gates, c,
-                                c_first, dy, w_hh, w_panels, dh, dcell, dh_saved, da)
+                                c_first, dy, w_hh, w_panels, dh, dcell, dh_saved, da, counters,
+                                np.intp(0))
         count = end - start
         _chunk_grads(da[:count], da[:count], x, y, h_first, t_lo, reverse, w_ih, w_ih_panels, dx,
                      dw_ih, dw_hh, db_ih, db_hh)
@@ -897,13 +1009,15 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     h_proj = np.empty((B, 3 * H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh.T, B, T)
     parts = _row_parts(T, B, 3, H)
-    if parts > 1:
-        for part in prange(parts):
-            _gru_forward_span(part * B // parts, (part + 1) * B // parts, reverse, lengths,
-                              None, w_panels, b_ih, b_hh, h_first, h_proj, gates, y, h_n_proj)
+    counters = _step_counters(B, w_panels)
+    if parts > 1 or counters.shape[0] > 0:
+        for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
+            lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+            _gru_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, h_first,
+                              h_proj, gates, y, h_n_proj, counters, part)
     else:
         _gru_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh,
-                          h_first, h_proj, gates, y, h_n_proj)
+                          h_first, h_proj, gates, y, h_n_proj, counters, np.intp(0))
     _copy(_final_state(y, h_first, reverse), h_n)
 
 
@@ -940,17 +1054,20 @@ def gru_backward(
     w_panels = _pack_weights(w_hh, B, T)
     w_ih_panels = _pack_weights(w_ih, steps * B, 0)
     parts = _row_parts(T, B, 3, H)
+    counters = _step_counters(B, w_panels)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
         start = max(0, end - steps)
         t_lo = _chunk_first_time(start, end, T, reverse)
-        if parts > 1:
-            for part in prange(parts):
-                _gru_backward_span(part * B // parts, (part + 1) * B // parts, start, end,
-                                   t_lo, reverse, lengths, gates, h_n_proj, y, first, dy, None,
-                                   w_panels, dh, dh_direct, da_x, da_h)
+        if parts > 1 or counters.shape[0] > 0:
+            for part in prange(max(parts, 2)):  # as in gru_forward
+                lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+                _gru_backward_span(lo, hi, start, end, t_lo, reverse, lengths, gates,
+                                   h_n_proj, y, first, dy, None, w_panels, dh, dh_direct, da_x,
+                                   da_h, counters, part)
         else:
             _gru_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, gates,
-                               h_n_proj, y, first, dy, w_hh, w_panels, dh, dh_direct, da_x, da_h)
+                               h_n_proj, y, first, dy, w_hh, w_panels, dh, dh_direct, da_x, da_h,
+                               counters, np.intp(0))
         count = end - start
         _chunk_grads(da_x[:count], da_h[:count], x, y, first, t_lo, reverse, w_ih, w_ih_panels,
                      dx, dw_ih, dw_hh, db_ih, db_hh)
@@ -962,7 +1079,8 @@ _cache.flush_if_sources_changed(
     [_threaded, _row_parts, _copy, _time_index, _state_before, _final_state, _chunk_steps,
      _chunk_first_time, _chunk_grads, _has_padding, _restore_padded_rows,
      _pack_weights, _matmul, _step_product, _project_input,
-     _backprop_state, _gate_blocks, _summed,
+     _step_counters, _shared_step_product, _take_cell_math, _cell_math_done, _forward_product,
+     _backward_product, _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,
      _rnn_forward_span, _rnn_backward_span, _lstm_forward_span, _lstm_backward_span,
      _gru_forward_span, _gru_backward_span,

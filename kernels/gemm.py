@@ -630,17 +630,57 @@ _BLOCK_MULTIPLY_ADDS = 2**18
 _COUNTER_STRIDE = 8
 
 
+def _counter_ptr(context, builder, array_type, array, index):
+    return builder.gep(context.make_array(array_type)(context, builder, array).data, [index])
+
+
+def _is_counters(counters):
+    return isinstance(counters, types.Array) and counters.dtype == types.intp
+
+
 @intrinsic
 def _fetch_add(typingctx, counters, index, value):
-    """``counters[index] += value`` as one atomic operation; returns the old value."""
-    if not (isinstance(counters, types.Array) and counters.dtype == types.intp):
+    """``counters[index] += value`` as one atomic operation; returns the old value. It
+    releases this thread's writes before it, and acquires those released before the
+    values it reads."""
+    if not _is_counters(counters):
         return None
     sig = types.intp(counters, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(array.data, [args[1]])
-        return builder.atomic_rmw("add", ptr, args[2], "monotonic")
+        ptr = _counter_ptr(context, builder, signature.args[0], args[0], args[1])
+        return builder.atomic_rmw("add", ptr, args[2], "acq_rel")
+
+    return sig, codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, counters, index):
+    """``counters[index]``, read atomically: writes released before the value read are
+    visible after it."""
+    if not _is_counters(counters):
+        return None
+    sig = types.intp(counters, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ptr = _counter_ptr(context, builder, signature.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", context.get_abi_sizeof(ptr.type.pointee))
+
+    return sig, codegen
+
+
+@intrinsic
+def _compare_exchange(typingctx, counters, index, expected, value):
+    """``counters[index] = value`` if it holds ``expected``, as one atomic operation;
+    returns whether it did."""
+    if not _is_counters(counters):
+        return None
+    sig = types.boolean(counters, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ptr = _counter_ptr(context, builder, signature.args[0], args[0], args[1])
+        result = builder.cmpxchg(ptr, args[2], args[3], "acq_rel", "acquire")
+        return builder.extract_value(result, 1)
 
     return sig, codegen
 
@@ -709,6 +749,61 @@ def matmul_rows_parallel(strips, panels, out, accumulate):
         raise ValueError("gemm.matmul_rows_parallel: strips do not match out (M, N)")
     _check_operands(M, K, panels, out)
     _matmul_on_threads(strips, (K, 1, MR, True), M, panels, out, accumulate)
+
+
+# One product on two threads at batch 1, where there are no rows to share out: the threads
+# of a parallel region share each step's product by halves of the panels
+# (:func:`matmul_share`), then one of them runs the step's cell math. Each piece of work is a
+# token (a half of a product, in slot 0 or 1; the cell math, in slot 0), numbered in the
+# order the pieces must run. A thread takes a token of the current piece only
+# (:func:`claim_share`), once every token before it is finished (:func:`finish_share`).
+# A thread waits only for tokens that a thread has taken and is working on, so the work
+# completes however the region's iterations are scheduled, even one after the other on one
+# thread (as TBB may run them); each token is done once, the same way, whoever takes it, so
+# results do not depend on it. Each thread asks for its own half first: it then reads the
+# same half of the weights at every step, from its own core's L2.
+
+
+@_jit
+def share_counters():
+    """Counters for :func:`claim_share` and :func:`finish_share`, a cache line apart: per
+    slot, one past the first token of the last piece whose token in that slot was taken;
+    then the tokens finished."""
+    return np.zeros(3 * _COUNTER_STRIDE, dtype=np.intp)
+
+
+@_jit
+def claim_share(counters, first, slot):
+    """Wait until every token before ``first`` (a piece's first token) is finished, then
+    take the piece's token in ``slot`` (0 or 1): returns whether this thread got it."""
+    while _load_acquire(counters, 2 * _COUNTER_STRIDE) < first:
+        pass
+    index = slot * _COUNTER_STRIDE
+    taken = _load_acquire(counters, index)
+    while taken <= first:
+        if _compare_exchange(counters, index, taken, first + 1):
+            return True
+        taken = _load_acquire(counters, index)
+    return False
+
+
+@_jit
+def finish_share(counters):
+    """Count a taken token as finished; the writes of its work are visible to the threads
+    that then see it finished."""
+    _fetch_add(counters, 2 * _COUNTER_STRIDE, 1)
+
+
+@_jit
+def matmul_share(a, panels, out, share, shares):
+    """Share ``share`` of ``shares`` of :func:`matmul`'s ``out = a @ w``: the columns of the
+    ``share``-th of ``shares`` consecutive blocks of panels. Parameters as for
+    :func:`matmul`."""
+    M, K = a.shape
+    _check_operands(M, K, panels, out)
+    n = panels.shape[0]
+    _matmul_part(a, _plain_layout(a), panels, out, False, np.intp(0), M, share * n // shares,
+                 (share + 1) * n // shares)
 
 
 # A dot product summed in any order lets LLVM vectorise it (as BLAS does); only this
