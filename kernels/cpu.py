@@ -261,14 +261,30 @@ def _cell_math_done(counters):
 
 
 @_jit
-def _forward_product(a, w, panels, out, counters, step, part):
-    """Forward step ``step``'s product (:func:`_step_product`; in shared steps thread
-    ``part``'s part of it, tokens ``3 * step`` and ``3 * step + 1``), then whether this
-    thread runs the step's cell math (token ``3 * step + 2``)."""
+def _rows_of_part(part, parts, B):
+    """The batch rows ``lo, hi`` of part ``part`` of a driver's parallel loop: its block of
+    the ``B`` rows when ``parts > 1`` share them out, else all of them (shared steps)."""
+    if parts > 1:
+        return part * B // parts, (part + 1) * B // parts
+    return 0, B
+
+
+@_jit
+def _product_part(a, w, panels, out, counters, first, part):
+    """:func:`_step_product`; in shared steps thread ``part``'s part of it, tokens ``first``
+    and ``first + 1``."""
     if counters.shape[0] > 0:
-        _shared_step_product(a, panels, out, counters, 3 * step, part, False)
+        _shared_step_product(a, panels, out, counters, first, part, False)
     else:
         _step_product(a, w, panels, out)
+
+
+@_jit
+def _forward_product(a, w, panels, out, counters, step, part):
+    """Forward step ``step``'s product (:func:`_product_part`, tokens ``3 * step`` and
+    ``3 * step + 1``), then whether this thread runs the step's cell math (token
+    ``3 * step + 2``)."""
+    _product_part(a, w, panels, out, counters, 3 * step, part)
     return _take_cell_math(counters, 3 * step + 2)
 
 
@@ -710,11 +726,7 @@ def _gru_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, gates, h_
                     _gru_backward_row(gates[t, b], h_n_proj[t, b], h_prev[b], dy[t, b], dh[b],
                                       da_x_t[b], da_h_t[b], dh_direct[b])
             _cell_math_done(counters)
-        if counters.shape[0] > 0:
-            _shared_step_product(da_h_t[b_lo:b_hi], w_panels, dh[b_lo:b_hi], counters,
-                                 4 * n + 1, part, False)
-        else:
-            _step_product(da_h_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi])
+        _product_part(da_h_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi], counters, 4 * n + 1, part)
         if _take_cell_math(counters, 4 * n + 3):
             # da_h has zero rows for padded steps: dh_direct carries them
             dh[b_lo:b_hi] += dh_direct[b_lo:b_hi]
@@ -809,7 +821,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     counters = _step_counters(B, w_panels)
     if parts > 1 or counters.shape[0] > 0:
         for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
-            lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+            lo, hi = _rows_of_part(part, parts, B)
             _rnn_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, relu, h,
                               h_proj, y, counters, part)
     else:
@@ -855,7 +867,7 @@ def rnn_backward(
         t_lo = _chunk_first_time(start, end, T, reverse)
         if parts > 1 or counters.shape[0] > 0:
             for part in prange(max(parts, 2)):  # as in rnn_forward
-                lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+                lo, hi = _rows_of_part(part, parts, B)
                 _rnn_backward_span(lo, hi, start, end, t_lo, reverse, lengths, relu, y, dy,
                                    None, w_panels, dh, dh_saved, da, counters, part)
         else:
@@ -907,7 +919,7 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     counters = _step_counters(B, w_panels)
     if parts > 1 or counters.shape[0] > 0:
         for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
-            lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+            lo, hi = _rows_of_part(part, parts, B)
             _lstm_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, h_first,
                                c_first, h_proj, gates, y, c, counters, part)
     else:
@@ -957,7 +969,7 @@ def lstm_backward(
         t_lo = _chunk_first_time(start, end, T, reverse)
         if parts > 1 or counters.shape[0] > 0:
             for part in prange(max(parts, 2)):  # as in lstm_forward
-                lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+                lo, hi = _rows_of_part(part, parts, B)
                 _lstm_backward_span(lo, hi, start, end, t_lo, reverse, lengths, gates, c,
                                     c_first, dy, None, w_panels, dh, dcell, dh_saved, da,
                                     counters, part)
@@ -1012,7 +1024,7 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     counters = _step_counters(B, w_panels)
     if parts > 1 or counters.shape[0] > 0:
         for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
-            lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+            lo, hi = _rows_of_part(part, parts, B)
             _gru_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, h_first,
                               h_proj, gates, y, h_n_proj, counters, part)
     else:
@@ -1060,7 +1072,7 @@ def gru_backward(
         t_lo = _chunk_first_time(start, end, T, reverse)
         if parts > 1 or counters.shape[0] > 0:
             for part in prange(max(parts, 2)):  # as in gru_forward
-                lo, hi = (part * B // parts, (part + 1) * B // parts) if parts > 1 else (0, B)
+                lo, hi = _rows_of_part(part, parts, B)
                 _gru_backward_span(lo, hi, start, end, t_lo, reverse, lengths, gates,
                                    h_n_proj, y, first, dy, None, w_panels, dh, dh_direct, da_x,
                                    da_h, counters, part)
@@ -1079,8 +1091,8 @@ _cache.flush_if_sources_changed(
     [_threaded, _row_parts, _copy, _time_index, _state_before, _final_state, _chunk_steps,
      _chunk_first_time, _chunk_grads, _has_padding, _restore_padded_rows,
      _pack_weights, _matmul, _step_product, _project_input,
-     _step_counters, _shared_step_product, _take_cell_math, _cell_math_done, _forward_product,
-     _backward_product, _backprop_state, _gate_blocks, _summed,
+     _step_counters, _shared_step_product, _take_cell_math, _cell_math_done, _rows_of_part,
+     _product_part, _forward_product, _backward_product, _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,
      _rnn_forward_span, _rnn_backward_span, _lstm_forward_span, _lstm_backward_span,
      _gru_forward_span, _gru_backward_span,
