@@ -167,7 +167,10 @@ def test_matmul_rejects_mismatch():
     with pytest.raises(ValueError, match="panels do not match"):
         gemm.matmul(a, gemm.pack(np.ones((7, 5), np.float32), 4), np.empty((4, 5), np.float32), False)
     with pytest.raises(ValueError, match="panels do not match"):
-        gemm.matmul(a, gemm.pack(np.ones((8, 5), np.float32), 4), np.empty((4, 40), np.float32), False)
+        # One panel for 5 columns; an output wider than a panel needs two.
+        wide = gemm.panel_width(4, 4) + 8
+        gemm.matmul(a, gemm.pack(np.ones((8, 5), np.float32), 4), np.empty((4, wide), np.float32),
+                    False)
 
 
 # (M, K, N) for the products on Numba's threads: few rows (each thread a share of the panels;
