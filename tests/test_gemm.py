@@ -56,6 +56,28 @@ def test_matmul_matches_numpy(shape, packed_for, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_matmul_large_output_over_several_k_blocks(dtype):
+    """An output larger than L2 (its tiles prefetch their lines) with K = 700 over several
+    blocks along K, written and accumulated, against NumPy in float64."""
+    rng = np.random.default_rng(11)
+    itemsize = np.dtype(dtype).itemsize
+    K, N = 700, 3 * gemm.panel_width(itemsize, 2) + 5
+    M = gemm._PREFETCH_OUT_BYTES // (N * itemsize) + gemm.MR + 1
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((K, N)).astype(dtype)
+    start = rng.standard_normal((M, N)).astype(dtype)
+    expected = a.astype(np.float64) @ w.astype(np.float64)
+    scale = np.abs(expected).max()
+    panels = gemm.pack(w, M)
+    out = np.full((M, N), np.nan, dtype)
+    gemm.matmul(a, panels, out, False)
+    assert np.abs(out - expected).max() <= _tolerance(dtype, K) * scale
+    out = start.copy()
+    gemm.matmul(a, panels, out, True)
+    assert np.abs(out - (start + expected)).max() <= _tolerance(dtype, K) * (scale + 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_matmul_large_output_is_matmul_by_rows(dtype):
     """An output larger than L2 (whose tiles prefetch their lines first, a ragged last panel
     among them) holds, bit for bit, the products of its blocks of rows (small outputs, not
