@@ -71,7 +71,9 @@ def test_batch_one_steps_shared_by_two_threads_bit_for_bit(cell, T, length, reve
     each) and one runs the cell math, forward and backward (over two chunks of steps at
     T = 1030): every output and gradient is the one-thread run's bit for bit, and a
     sequence that ends early passes its gradients through the padded steps."""
-    H = 128
+    # Two of the one-row kernel's panels (128 columns each with AVX-512, 64 with AVX2) in the
+    # backward's product, whose output is H wide: halves to share.
+    H = 2 * gemm.panel_width(4, 1)
     x, w, h0, c0, dy, dh_n, dc_n, lengths = _batch_one_case(cell, T, length, H, T + length)
     runs = []
     for threads in (1, 2):
