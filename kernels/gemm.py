@@ -383,7 +383,13 @@ def empty_panels(K, N, rows, like):
     the padding of the ragged last panel zeroed; :func:`pack_into` fills them."""
     nr = panel_width(like.itemsize, rows)
     n_panels = -(-N // nr)
-    panels = np.empty((n_panels, K, nr), dtype=like.dtype)
+    # Starting on a cache line: Numba aligns arrays to 32 bytes only, and every 64-byte
+    # vector load of panels 32 bytes off a line straddles two lines.
+    size = n_panels * K * nr
+    line = _CACHE_LINE_BYTES // like.itemsize
+    buffer = np.empty(size + line, dtype=like.dtype)
+    skip = (-buffer.ctypes.data) % _CACHE_LINE_BYTES // like.itemsize
+    panels = buffer[skip : skip + size].reshape((n_panels, K, nr))
     if n_panels > 0:
         panels[n_panels - 1] = 0
     return panels

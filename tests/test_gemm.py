@@ -157,11 +157,13 @@ def _laid_out(w, layout):
 def test_pack_is_its_definition(N, K, layout, rows, dtype):
     """``panels[p, k, j] = w[k, p*NR + j]``, zero past column N, for weights with contiguous
     rows (packed row by row), contiguous columns (square tiles transposed in registers and the
-    edges around them) or neither, ragged or exact last panels."""
+    edges around them) or neither, ragged or exact last panels; C-contiguous from the start of
+    a 64-byte cache line (the micro-kernel's vector loads then never straddle two lines)."""
     w = _laid_out(np.random.default_rng(N).standard_normal((K, N)).astype(dtype), layout)
     panels = gemm.pack(w, rows)
     nr = gemm.panel_width(w.itemsize, rows)
     assert panels.shape == (-(-N // nr), K, nr)
+    assert panels.flags.c_contiguous and panels.ctypes.data % 64 == 0
     expected = np.zeros((K, panels.shape[0] * nr), dtype)
     expected[:, :N] = w
     np.testing.assert_array_equal(panels, expected.reshape(K, -1, nr).transpose(1, 0, 2))
