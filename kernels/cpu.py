@@ -250,7 +250,7 @@ def _shared_step_product(a, panels, out, counters, first, part, skip):
 def _take_cell_math(counters, first):
     """Whether this thread runs a step's cell math: always, except in steps shared by two
     threads (``counters`` not empty), where the thread that takes token ``first`` does."""
-    return counters.shape[0] == 0 or gemm.claim_share(counters, first, 0)
+    return counters.shape[0] == 0 or gemm.claim_share(counters, first, np.intp(0))
 
 
 @_jit
@@ -274,7 +274,7 @@ def _product_part(a, w, panels, out, counters, first, part):
     """:func:`_step_product`; in shared steps thread ``part``'s part of it, tokens ``first``
     and ``first + 1``."""
     if counters.shape[0] > 0:
-        _shared_step_product(a, panels, out, counters, first, part, False)
+        _shared_step_product(a, panels, out, counters, first, part, np.bool_(False))
     else:
         _step_product(a, w, panels, out)
 
@@ -434,7 +434,7 @@ def _project_input(x, w_ih, out):
     (T*B, G*H)."""
     T, B, I = x.shape
     x2 = x.reshape((T * B, I))
-    _matmul(x2, w_ih.T, _pack_weights(w_ih.T, T * B, 0), out)
+    _matmul(x2, w_ih.T, _pack_weights(w_ih.T, T * B, np.intp(0)), out)
 
 
 @_jit
@@ -588,7 +588,14 @@ def _gru_backward_row(gates, h_n_proj, h_prev, dy, dh, da_x, da_h, dh_direct):
 # threads, within noise at 100,64,256,256, measured). The Elman span keeps a running ``h``:
 # its ``y`` holds the input projection until the step writes the state there. ``h``, ``dh``
 # and ``dcell`` are running states and gradients, (B, H); ``h_proj`` and ``dh_saved``
-# (B, ...) scratch. (``np.intp(0)``, not ``0``: a literal would compile each span once more.)
+# (B, ...) scratch.
+#
+# Every callee compiles once per signature, with all it calls linked in and optimised again,
+# so the arguments keep one type: ``np.intp(0)`` and ``np.bool_(False)``, not literals, and
+# ``np.intp(part)`` in the parallel loops, whose index is int64 while Numba types the loop
+# and uint64 in the threads' code (each compiled every callee once more: a new process's
+# first LSTM forward and backward took 106 s, against 67 s without the duplicates, cold
+# cache, measured).
 
 
 @_jit
@@ -741,7 +748,7 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     ``da_x`` and ``da_h`` (n, B, G*H) hold the gradients w.r.t. the input and recurrent
     projections at true times ``t_lo .. t_lo + n - 1`` (the same array except for GRU);
     ``states`` (T, B, H) the hidden state of every step and ``first`` (B, H), C-contiguous,
-    the initial one; ``w_ih_panels`` is ``_pack_weights(w_ih, steps * B, 0)`` for the
+    the initial one; ``w_ih_panels`` is ``_pack_weights(w_ih, steps * B, np.intp(0))`` for the
     chunks' ``steps``. Writes those times of ``dx`` (T, B, I); accumulates the weight and bias
     gradients.
     """
@@ -774,7 +781,7 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     strips_x = gemm.pack_rows(da_x2.T, db_ih, db_hh if same else none)
     strips_h = strips_x if same else gemm.pack_rows(da_h2.T, db_hh, none)
     panels = gemm.empty_panels(rows, I, GH, x2)
-    gemm.pack_into_parallel(x2, panels, 0)
+    gemm.pack_into_parallel(x2, panels, np.intp(0))
     gemm.matmul_rows_parallel(strips_x, panels, dw_ih, True)
     panels = gemm.empty_panels(rows, H, GH, states)
     if first_step >= 0:
@@ -821,9 +828,9 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, relu, y, h_n):
     counters = _step_counters(B, w_panels)
     if parts > 1 or counters.shape[0] > 0:
         for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
-            lo, hi = _rows_of_part(part, parts, B)
+            lo, hi = _rows_of_part(np.intp(part), parts, B)
             _rnn_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, relu, h,
-                              h_proj, y, counters, part)
+                              h_proj, y, counters, np.intp(part))
     else:
         _rnn_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh, relu,
                           h, h_proj, y, counters, np.intp(0))
@@ -859,7 +866,7 @@ def rnn_backward(
     _copy(dh_n, dh)
     dh_saved = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, T)
-    w_ih_panels = _pack_weights(w_ih, steps * B, 0)
+    w_ih_panels = _pack_weights(w_ih, steps * B, np.intp(0))
     parts = _row_parts(T, B, 1, H)
     counters = _step_counters(B, w_panels)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
@@ -867,9 +874,9 @@ def rnn_backward(
         t_lo = _chunk_first_time(start, end, T, reverse)
         if parts > 1 or counters.shape[0] > 0:
             for part in prange(max(parts, 2)):  # as in rnn_forward
-                lo, hi = _rows_of_part(part, parts, B)
+                lo, hi = _rows_of_part(np.intp(part), parts, B)
                 _rnn_backward_span(lo, hi, start, end, t_lo, reverse, lengths, relu, y, dy,
-                                   None, w_panels, dh, dh_saved, da, counters, part)
+                                   None, w_panels, dh, dh_saved, da, counters, np.intp(part))
         else:
             _rnn_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, relu, y,
                                dy, w_hh, w_panels, dh, dh_saved, da, counters, np.intp(0))
@@ -919,9 +926,9 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, lengths, y, c, gate
     counters = _step_counters(B, w_panels)
     if parts > 1 or counters.shape[0] > 0:
         for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
-            lo, hi = _rows_of_part(part, parts, B)
+            lo, hi = _rows_of_part(np.intp(part), parts, B)
             _lstm_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, h_first,
-                               c_first, h_proj, gates, y, c, counters, part)
+                               c_first, h_proj, gates, y, c, counters, np.intp(part))
     else:
         _lstm_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh,
                            h_first, c_first, h_proj, gates, y, c, counters, np.intp(0))
@@ -961,7 +968,7 @@ def lstm_backward(
     _copy(dc_n, dcell)
     dh_saved = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, T)
-    w_ih_panels = _pack_weights(w_ih, steps * B, 0)
+    w_ih_panels = _pack_weights(w_ih, steps * B, np.intp(0))
     parts = _row_parts(T, B, 4, H)
     counters = _step_counters(B, w_panels)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
@@ -969,10 +976,10 @@ def lstm_backward(
         t_lo = _chunk_first_time(start, end, T, reverse)
         if parts > 1 or counters.shape[0] > 0:
             for part in prange(max(parts, 2)):  # as in lstm_forward
-                lo, hi = _rows_of_part(part, parts, B)
+                lo, hi = _rows_of_part(np.intp(part), parts, B)
                 _lstm_backward_span(lo, hi, start, end, t_lo, reverse, lengths, gates, c,
                                     c_first, dy, None, w_panels, dh, dcell, dh_saved, da,
-                                    counters, part)
+                                    counters, np.intp(part))
         else:
             _lstm_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, gates, c,
                                 c_first, dy, w_hh, w_panels, dh, dcell, dh_saved, da, counters,
@@ -1024,9 +1031,9 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, lengths, y, gates, h_n_p
     counters = _step_counters(B, w_panels)
     if parts > 1 or counters.shape[0] > 0:
         for part in prange(max(parts, 2)):  # by blocks of rows, or two threads on each step
-            lo, hi = _rows_of_part(part, parts, B)
+            lo, hi = _rows_of_part(np.intp(part), parts, B)
             _gru_forward_span(lo, hi, reverse, lengths, None, w_panels, b_ih, b_hh, h_first,
-                              h_proj, gates, y, h_n_proj, counters, part)
+                              h_proj, gates, y, h_n_proj, counters, np.intp(part))
     else:
         _gru_forward_span(np.intp(0), B, reverse, lengths, w_hh.T, w_panels, b_ih, b_hh,
                           h_first, h_proj, gates, y, h_n_proj, counters, np.intp(0))
@@ -1064,7 +1071,7 @@ def gru_backward(
     _copy(dh_n, dh)
     dh_direct = np.empty((B, H), dtype=x.dtype)
     w_panels = _pack_weights(w_hh, B, T)
-    w_ih_panels = _pack_weights(w_ih, steps * B, 0)
+    w_ih_panels = _pack_weights(w_ih, steps * B, np.intp(0))
     parts = _row_parts(T, B, 3, H)
     counters = _step_counters(B, w_panels)
     for end in range(T, 0, -steps):  # chunks of processing steps [start, end), last first
@@ -1072,10 +1079,10 @@ def gru_backward(
         t_lo = _chunk_first_time(start, end, T, reverse)
         if parts > 1 or counters.shape[0] > 0:
             for part in prange(max(parts, 2)):  # as in gru_forward
-                lo, hi = _rows_of_part(part, parts, B)
+                lo, hi = _rows_of_part(np.intp(part), parts, B)
                 _gru_backward_span(lo, hi, start, end, t_lo, reverse, lengths, gates,
                                    h_n_proj, y, first, dy, None, w_panels, dh, dh_direct, da_x,
-                                   da_h, counters, part)
+                                   da_h, counters, np.intp(part))
         else:
             _gru_backward_span(np.intp(0), B, start, end, t_lo, reverse, lengths, gates,
                                h_n_proj, y, first, dy, w_hh, w_panels, dh, dh_direct, da_x, da_h,

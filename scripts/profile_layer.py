@@ -44,7 +44,7 @@ def _chunk_gemms(da, x, y, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh, h0):
     """The backward's GEMMs over chunks of steps, as ``<cell>_backward`` does them."""
     T, B, _ = x.shape
     steps = cpu._chunk_steps(T, B)
-    w_ih_panels = cpu._pack_weights(w_ih, steps * B, 0)
+    w_ih_panels = cpu._pack_weights(w_ih, steps * B, np.intp(0))
     for end in range(T, 0, -steps):
         start = max(0, end - steps)
         cpu._chunk_grads(da[start:end], da[start:end], x, y, h0, start, False, w_ih, w_ih_panels,
