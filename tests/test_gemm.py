@@ -327,23 +327,27 @@ def test_matvec_matches_numpy(shape, dtype):
     assert np.abs(out - expected).max() <= _tolerance(dtype, M) * np.abs(expected).max()
 
 
-@pytest.mark.parametrize(
-    "vector_bytes", [w for w in (16, 32, 64) if w != gemm._VECTOR_BYTES], ids=lambda w: f"{w}B"
-)
-def test_other_vector_widths(vector_bytes, tmp_path):
+def test_other_vector_widths(tmp_path):
     """The tests above with the kernels built for the vector widths this CPU does not have
     (SSE/NEON 16 bytes, AVX2 32, AVX-512 64: LLVM splits or widens them, so each runs here),
-    in a fresh Numba cache: the panel widths and the micro-kernel's code all follow the width."""
-    env = dict(os.environ, NUMBARNN_VECTOR_BYTES=str(vector_bytes),
-               NUMBA_CACHE_DIR=str(tmp_path))
-    check = (
-        "from numbarnn.kernels import gemm; "
-        f"assert gemm.panel_width(4, 2) == 2 * {vector_bytes} // 4, gemm.panel_width(4, 2)"
-    )
-    subprocess.run([sys.executable, "-c", check], env=env, check=True)
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-         "-k", "not other_vector_widths"],
-        env=env, cwd=Path(__file__).parent.parent, capture_output=True, text=True,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    each in a fresh Numba cache: the panel widths and the micro-kernel's code all follow the
+    width. The widths run at once, in processes of their own (compiling takes minutes, on
+    one core each)."""
+    runs = {}
+    for vector_bytes in (w for w in (16, 32, 64) if w != gemm._VECTOR_BYTES):
+        env = dict(os.environ, NUMBARNN_VECTOR_BYTES=str(vector_bytes),
+                   NUMBA_CACHE_DIR=str(tmp_path / str(vector_bytes)))
+        check = (
+            "from numbarnn.kernels import gemm; "
+            f"assert gemm.panel_width(4, 2) == 2 * {vector_bytes} // 4, gemm.panel_width(4, 2)"
+        )
+        subprocess.run([sys.executable, "-c", check], env=env, check=True)
+        runs[vector_bytes] = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+             "-k", "not other_vector_widths"],
+            env=env, cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+    for vector_bytes, run in runs.items():
+        stdout, stderr = run.communicate()
+        assert run.returncode == 0, f"{vector_bytes} bytes:\n{stdout[-3000:]}{stderr[-2000:]}"
