@@ -591,10 +591,10 @@ def _gru_backward_row(gates, h_n_proj, h_prev, dy, dh, da_x, da_h, dh_direct):
 # (B, ...) scratch.
 #
 # Every callee compiles once per signature, with all it calls linked in and optimised again,
-# so the arguments keep one type: ``np.intp(0)`` and ``np.bool_(False)``, not literals, and
-# ``np.intp(part)`` in the parallel loops, whose index is int64 while Numba types the loop
-# and uint64 in the threads' code (each compiled every callee once more: a new process's
-# first LSTM forward and backward took 106 s, against 67 s without the duplicates, cold
+# so each argument keeps one type: ``np.intp(0)`` and ``np.bool_(False)``, not literals, and
+# ``np.intp(part)`` in the parallel loops (Numba types their index as int64, then compiles
+# the threads' code with it as uint64). Each such duplicate compiled a callee once more: a
+# new process's first LSTM forward and backward took 106 s with them, 67 s without (cold
 # cache, measured).
 
 
@@ -748,7 +748,7 @@ def _chunk_grads(da_x, da_h, x, states, first, t_lo, reverse, w_ih, w_ih_panels,
     ``da_x`` and ``da_h`` (n, B, G*H) hold the gradients w.r.t. the input and recurrent
     projections at true times ``t_lo .. t_lo + n - 1`` (the same array except for GRU);
     ``states`` (T, B, H) the hidden state of every step and ``first`` (B, H), C-contiguous,
-    the initial one; ``w_ih_panels`` is ``_pack_weights(w_ih, steps * B, np.intp(0))`` for the
+    the initial one; ``w_ih_panels`` is ``_pack_weights(w_ih, steps * B, 0)`` for the
     chunks' ``steps``. Writes those times of ``dx`` (T, B, I); accumulates the weight and bias
     gradients.
     """

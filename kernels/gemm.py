@@ -578,7 +578,8 @@ def _matmul_part(a, layout, panels, out, accumulate, m_lo, m_hi, p_lo, p_hi):
     if K == 0 and not accumulate:
         out[m_lo:m_hi, p_lo * nr : p_hi * nr] = 0
     ldc = out.strides[0] // out.itemsize
-    if nr == panel_width(panels.itemsize, np.intp(1)):  # wide panels: row by row, no reuse to block for
+    # Wide panels: row by row, no reuse to block for.
+    if nr == panel_width(panels.itemsize, np.intp(1)):
         for p in range(p_lo, p_hi):
             for m in range(m_lo, m_hi):
                 _row_tile(a, m * m_stride, a_rs, a_cs, panels, p * K * nr, out, m * ldc + p * nr,
