@@ -819,9 +819,11 @@ def matmul_share(a, panels, out, share, shares):
                  (share + 1) * n // shares)
 
 
-# A dot product summed in any order lets LLVM vectorise it (as BLAS does); only this
-# function gets the flag, never the cell math.
-@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+# A dot product summed in any order lets LLVM vectorise it (as BLAS does), and in fused
+# multiply-adds (as the packed kernels and BLAS compute): 1.15-1.2x faster than multiplies
+# and adds, float32 (512, 128) and (128, 128), 1 thread (measured). Only this function gets
+# the flags, never the cell math.
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def matvec(w, v, out):
     """``out[k] = sum_j w[k, j] * v[j]``: ``w`` (N, M), ``v`` (M,), ``out`` (N,) written.
 
