@@ -354,6 +354,17 @@ def _copy(src, dst):
 
 
 @_jit
+def _add_into(src, dst):
+    """``dst += src`` for 2-D arrays of one shape, any layout; explicit loops, as in
+    :func:`_copy` (the GRU backward's (64, 256) float32 per step: 2.4 against 15 us for
+    ``dst[...] += src``, measured)."""
+    for i in range(dst.shape[0]):
+        from_row, to_row = src[i], dst[i]
+        for j in range(to_row.shape[0]):
+            to_row[j] += from_row[j]
+
+
+@_jit
 def _has_padding(t, lengths):
     """Whether any sequence has ended before time ``t``."""
     for b in range(lengths.shape[0]):
@@ -736,7 +747,7 @@ def _gru_backward_span(b_lo, b_hi, start, end, t_lo, reverse, lengths, gates, h_
         _product_part(da_h_t[b_lo:b_hi], w, w_panels, dh[b_lo:b_hi], counters, 4 * n + 1, part)
         if _take_cell_math(counters, 4 * n + 3):
             # da_h has zero rows for padded steps: dh_direct carries them
-            dh[b_lo:b_hi] += dh_direct[b_lo:b_hi]
+            _add_into(dh_direct[b_lo:b_hi], dh[b_lo:b_hi])
             _cell_math_done(counters)
 
 
@@ -1096,7 +1107,7 @@ def gru_backward(
 _cache.flush_if_sources_changed(
     __name__,
     [_threaded, _row_parts, _copy, _time_index, _state_before, _final_state, _chunk_steps,
-     _chunk_first_time, _chunk_grads, _has_padding, _restore_padded_rows,
+     _chunk_first_time, _chunk_grads, _add_into, _has_padding, _restore_padded_rows,
      _pack_weights, _matmul, _step_product, _project_input,
      _step_counters, _shared_step_product, _take_cell_math, _cell_math_done, _rows_of_part,
      _product_part, _forward_product, _backward_product, _backprop_state, _gate_blocks, _summed,
