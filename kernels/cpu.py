@@ -222,15 +222,20 @@ _SHARED_STEP_PRODUCT = 2**14
 
 
 @_jit
+def _shares_steps(B, n_panels, K, nr):
+    """Whether two threads share each step's product over panels (``n_panels``, ``K``,
+    ``nr``) at batch ``B``."""
+    return B == 1 and gemm.numba_threads() > 1 and n_panels > 1 and (
+        n_panels * K * nr >= _SHARED_STEP_PRODUCT)
+
+
+@_jit
 def _step_counters(B, panels):
     """Counters of the tokens of the steps (``gemm.share_counters``) when two threads share
     each step's product over ``panels`` (batch ``B``), else an empty array."""
     counters = gemm.share_counters()
     n_panels, K, nr = panels.shape
-    if B == 1 and gemm.numba_threads() > 1 and n_panels > 1 and (
-            n_panels * K * nr >= _SHARED_STEP_PRODUCT):
-        return counters
-    return counters[:0]
+    return counters if _shares_steps(B, n_panels, K, nr) else counters[:0]
 
 
 @_jit
@@ -398,7 +403,9 @@ def _pack_weights(w, M, steps):
 
     On several Numba threads every product goes through packed weights on those threads
     (see ``_THREADED_PRODUCT``), and so it does where the BLAS's vectors are narrower than
-    the micro-kernel's (``_blas_allowed``).
+    the micro-kernel's (``_blas_allowed``). Where the threads share a product by panels (the
+    steps at batch 1, a product of few rows outside the recurrence), each thread packs the
+    panels it multiplies by (``gemm.pack_parallel``).
     """
     K, N = w.shape
     if M == 1 and w.strides[0] == w.itemsize and steps < _PACKED_MATVEC_STEPS:
@@ -408,6 +415,11 @@ def _pack_weights(w, M, steps):
         or (steps == 0 and K * N * w.itemsize > _PACKED_WEIGHT_BYTES)
     ):
         return np.zeros((0, K, 1), dtype=w.dtype)
+    nr = gemm.panel_width(w.itemsize, M)
+    if steps > 0 and _shares_steps(M, -(-N // nr), K, nr):
+        return gemm.pack_parallel(w, M, np.intp(2))  # the halves of _shared_step_product
+    if steps == 0 and _threaded(M * K * N):
+        return gemm.pack_for_threads(w, M)
     return gemm.pack(w, M)
 
 
@@ -1108,7 +1120,7 @@ _cache.flush_if_sources_changed(
     __name__,
     [_threaded, _row_parts, _copy, _time_index, _state_before, _final_state, _chunk_steps,
      _chunk_first_time, _chunk_grads, _add_into, _has_padding, _restore_padded_rows,
-     _pack_weights, _matmul, _step_product, _project_input,
+     _pack_weights, _matmul, _step_product, _project_input, _shares_steps,
      _step_counters, _shared_step_product, _take_cell_math, _cell_math_done, _rows_of_part,
      _product_part, _forward_product, _backward_product, _backprop_state, _gate_blocks, _summed,
      _rnn_row, _lstm_row, _gru_row, _rnn_backward_row, _lstm_backward_row, _gru_backward_row,

@@ -390,8 +390,13 @@ def empty_panels(K, N, rows, like):
     buffer = np.empty(size + line, dtype=like.dtype)
     skip = (-buffer.ctypes.data) % _CACHE_LINE_BYTES // like.itemsize
     panels = buffer[skip : skip + size].reshape((n_panels, K, nr))
-    if n_panels > 0:
-        panels[n_panels - 1] = 0
+    # The padding only: a thread that zeroed a whole panel would hold its lines in its own
+    # cache, for the thread that packs it to fetch (see pack_parallel).
+    used = N - (n_panels - 1) * nr
+    for k in range(K if used < nr else 0):
+        padding = panels[n_panels - 1, k, used:]
+        for j in range(padding.shape[0]):
+            padding[j] = 0
     return panels
 
 
@@ -399,6 +404,12 @@ def empty_panels(K, N, rows, like):
 def pack_into(w, panels, k_lo):
     """Rows ``k_lo .. k_lo + K - 1`` of ``panels`` from ``w`` (K, N), any layout: the
     weights of a product can be packed from several arrays, a block of rows from each."""
+    _pack_panels(w, panels, k_lo, np.intp(0), panels.shape[0])
+
+
+@_jit
+def _pack_panels(w, panels, k_lo, p_lo, p_hi):
+    """:func:`pack_into` for the panels ``p_lo:p_hi`` only."""
     K, N = w.shape
     nr = panels.shape[2]
     # Loops over views from index 0 (LLVM drops the negative-index checks and vectorises),
@@ -409,7 +420,7 @@ def pack_into(w, panels, k_lo):
         # to (1024, 768); measured).
         for k in range(K):
             row = w[k]
-            for p in range(-(-N // nr)):
+            for p in range(p_lo, p_hi):
                 src, dst = row[p * nr : (p + 1) * nr], panels[p, k_lo + k]
                 for j in range(src.shape[0]):
                     dst[j] = src[j]
@@ -423,7 +434,7 @@ def pack_into(w, panels, k_lo):
     tiled = w.strides[0] == w.itemsize
     K_tiles = K - K % L if tiled else 0
     ld = w.strides[1] // w.itemsize
-    for p in range(-(-N // nr)):
+    for p in range(p_lo, p_hi):
         block = w[:, p * nr : (p + 1) * nr]
         panel = panels[p, k_lo : k_lo + K]
         cols = block.shape[1]
@@ -471,6 +482,33 @@ def pack(w, rows):
     panels = empty_panels(K, N, rows, w)
     pack_into(w, panels, np.intp(0))
     return panels
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def pack_parallel(w, rows, shares):
+    """:func:`pack` on ``shares`` of Numba's threads, each packing the panels of its share of
+    a product by panels (:func:`matmul_share`'s and ``_matmul_on_threads``'s split): the
+    thread that then multiplies by them finds them in its own cache, not in the other
+    core's. Intel Xeon, 2 threads, float32, batch 1, I = H = 128, LSTM forward over the
+    time on one thread in the same process: 0.91 against 1.13 at T = 50, 1.16 against 1.50
+    at T = 16 (measured)."""
+    K, N = w.shape
+    panels = empty_panels(K, N, rows, w)
+    n = panels.shape[0]
+    for part in prange(shares):
+        share = np.intp(part)  # see the drivers' loops in cpu.py
+        _pack_panels(w, panels, np.intp(0), share * n // shares, (share + 1) * n // shares)
+    return panels
+
+
+@_jit
+def pack_for_threads(w, rows):
+    """:func:`pack` for :func:`matmul_parallel` with ``rows`` rows: where that shares the
+    product by panels (few rows), each thread packs its own (:func:`pack_parallel`)."""
+    threads = np.intp(numba_threads())
+    if rows < threads * _ROWS_PER_THREAD:
+        return pack_parallel(w, rows, threads)
+    return pack(w, rows)
 
 
 @_jit
